@@ -1,0 +1,297 @@
+"""The executor: plan what the requested outputs need, reuse what is cached, run the rest in order.
+
+Planning walks back from the requested sinks: a sink whose signature is cached needs nothing
+upstream; a node that must run makes its inputs needed in turn. So a re-run with only the seed
+changed runs noise → sampler → decode → save and does not even look at the checkpoint loader.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from engine.cache import CacheEntry, OutputCache
+from engine.errors import Cancelled, NodeFailure, WorkflowInvalid
+from engine.events import Event, EventBus
+from engine.graph import Graph, GraphNode, check_value, validate_workflow
+from engine.registry import NodeRegistry
+from engine.signature import signature_of
+from engine.workflow import Workflow
+
+
+class CancelToken:
+    """Set by whoever wants a run to stop; checked between nodes and offered to long-running nodes."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+class RunContext:
+    """What a running node may use: progress reporting, cancellation, results, shared services."""
+
+    __slots__ = ("run_id", "node_id", "node_type", "services", "_cancel", "_publish", "results")
+
+    def __init__(self, run_id: str, node_id: str, node_type: str, services: Any,
+                 cancel: CancelToken, publish: Any) -> None:
+        self.run_id = run_id
+        self.node_id = node_id
+        self.node_type = node_type
+        self.services = services
+        self._cancel = cancel
+        self._publish = publish
+        self.results: dict[str, Any] = {}
+
+    def check_cancelled(self) -> None:
+        """Raise Cancelled if the run was cancelled. Call it inside long loops."""
+        self._cancel.raise_if_cancelled()
+
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        """Report progress (e.g. a sampler step) with an optional preview image; also a cancel point."""
+        self._cancel.raise_if_cancelled()
+        data: dict[str, Any] = {"node": self.node_id, "node_type": self.node_type, "step": step, "total": total}
+        if preview is not None:
+            data["preview"] = preview
+        self._publish("node_progress", data)
+
+    def report(self, **results: Any) -> None:
+        """Record JSON-able results of an output node (e.g. saved image names); cached with its outputs."""
+        self.results.update(results)
+
+
+@dataclass(frozen=True)
+class Plan:
+    order: tuple[str, ...]  # the nodes the requested outputs depend on, dependencies first
+    signatures: dict[str, str]
+    to_run: tuple[str, ...]
+    cached: dict[str, CacheEntry]  # held here so an eviction mid-run cannot take them away
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # "succeeded", "failed" or "cancelled"
+    seconds: float
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # output node → reported results
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # requested node → its outputs
+    errors: list[NodeFailure] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+def describe_value(value: Any) -> str:
+    """A short description of a value for error messages and events (never a whole tensor)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"{type(value).__name__}(shape={tuple(shape)}, dtype={value.dtype})"
+    if isinstance(value, (int, float, str, bool, type(None))):
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return type(value).__name__
+
+
+class Executor:
+    """Runs validated workflows against one registry, one output cache and one set of services.
+
+    Runs are serialised: one executes at a time, so the cache and loaded models are shared safely.
+    """
+
+    def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None,
+                 services: Any = None, events: EventBus | None = None) -> None:
+        self.registry = registry
+        self.cache = cache if cache is not None else OutputCache()
+        self.services = services
+        self.events = events if events is not None else EventBus()
+        self._lock = threading.Lock()
+
+    def validate(self, workflow: str | bytes | dict[str, Any] | Workflow, outputs: Iterable[str] | None = None) -> Graph:
+        return validate_workflow(workflow, self.registry, outputs)
+
+    def run(self, workflow: str | bytes | dict[str, Any] | Workflow | Graph, *, outputs: Iterable[str] | None = None,
+            run_id: str | None = None, cancel: CancelToken | None = None) -> RunResult:
+        """Validate and run a workflow. Raises WorkflowInvalid (nothing run) if it is not valid."""
+        graph = workflow if isinstance(workflow, Graph) else self.validate(workflow, outputs)
+        with self._lock:
+            return self._execute(graph, run_id or uuid.uuid4().hex, cancel or CancelToken())
+
+    def plan(self, graph: Graph, run_nonce: str) -> Plan:
+        nodes = graph.nodes
+        needed: set[str] = set()
+        stack = list(graph.outputs)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in needed:
+                needed.add(node_id)
+                stack.extend(ln.node for ln in nodes[node_id].links.values())
+        order = tuple(n for n in graph.order if n in needed)
+
+        signatures: dict[str, str] = {}
+        for node_id in order:
+            node = nodes[node_id]
+            signatures[node_id] = signature_of(node, signatures, self.services, run_nonce)
+
+        required = set(graph.outputs)
+        cached: dict[str, CacheEntry] = {}
+        to_run: list[str] = []
+        for node_id in reversed(order):
+            if node_id not in required:
+                continue
+            node = nodes[node_id]
+            entry = self.cache.get(signatures[node_id]) if node.info.cacheable else None
+            if entry is not None:
+                cached[node_id] = entry
+            else:
+                to_run.append(node_id)
+                required.update(ln.node for ln in node.links.values())
+        to_run.reverse()
+        return Plan(order, signatures, tuple(to_run), cached)
+
+    def _execute(self, graph: Graph, run_id: str, cancel: CancelToken) -> RunResult:
+        started = time.perf_counter()
+        publish_bus = self.events.publish
+
+        def publish(kind: str, data: dict[str, Any]) -> None:
+            publish_bus(Event(kind, run_id, data))
+
+        plan = self.plan(graph, run_id)
+        nodes = graph.nodes
+        result = RunResult(run_id, "succeeded", 0.0)
+        will_run = set(plan.to_run)
+        publish("run_started", {
+            "outputs": list(graph.outputs),
+            "nodes": [n for n in plan.order if n in plan.cached or n in will_run],
+            "to_run": list(plan.to_run),
+            "cached": list(plan.cached),
+        })
+
+        values: dict[str, dict[str, Any]] = {}
+        for node_id, entry in plan.cached.items():
+            values[node_id] = entry.outputs
+            result.cached.append(node_id)
+            if entry.results:
+                result.results[node_id] = entry.results
+            publish("node_cached", {"node": node_id, "node_type": nodes[node_id].info.type})
+
+        # How many nodes still to run read each node's outputs, so values can be let go of early.
+        consumers: dict[str, int] = {}
+        for node_id in plan.to_run:
+            for ln in nodes[node_id].links.values():
+                consumers[ln.node] = consumers.get(ln.node, 0) + 1
+        keep = set(graph.outputs)
+
+        failed_root: dict[str, str] = {}  # failed or skipped node → the node whose failure caused it
+        current: str | None = None
+        try:
+            for node_id in plan.to_run:
+                cancel.raise_if_cancelled()
+                node = nodes[node_id]
+                upstream_failure = next((failed_root[ln.node] for ln in node.links.values() if ln.node in failed_root), None)
+                if upstream_failure is not None:
+                    failed_root[node_id] = upstream_failure
+                    result.skipped.append(node_id)
+                    publish("node_skipped", {"node": node_id, "node_type": node.info.type, "failed": upstream_failure,
+                                             "reason": f"upstream node {upstream_failure!r} failed"})
+                else:
+                    current = node_id
+                    outputs, results, failure = self._run_node(node, values, run_id, cancel, publish)
+                    current = None
+                    if failure is not None:
+                        failed_root[node_id] = node_id
+                        result.errors.append(failure)
+                    else:
+                        values[node_id] = outputs
+                        result.executed.append(node_id)
+                        if node.info.cacheable:
+                            self.cache.put(plan.signatures[node_id], outputs, results)
+                        if results:
+                            result.results[node_id] = results
+                for ln in node.links.values():
+                    consumers[ln.node] -= 1
+                    if consumers[ln.node] == 0 and ln.node not in keep:
+                        values.pop(ln.node, None)
+        except Cancelled:
+            result.status = "cancelled"
+            result.seconds = time.perf_counter() - started
+            publish("run_cancelled", {"seconds": result.seconds, "node": current})
+            return result
+
+        result.values = {n: values[n] for n in graph.outputs if n in values}
+        result.status = "failed" if result.errors else "succeeded"
+        result.seconds = time.perf_counter() - started
+        publish("run_finished", {
+            "status": result.status,
+            "seconds": result.seconds,
+            "results": result.results,
+            "errors": [e.to_dict() for e in result.errors],
+        })
+        return result
+
+    def _run_node(self, node: GraphNode, values: dict[str, dict[str, Any]], run_id: str,
+                  cancel: CancelToken, publish: Any) -> tuple[dict[str, Any], dict[str, Any], NodeFailure | None]:
+        info = node.info
+        inputs = dict(node.literals)
+        for name, ln in node.links.items():
+            inputs[name] = values[ln.node][ln.output]
+
+        def failure(error: BaseException) -> NodeFailure:
+            described = {name: describe_value(value) for name, value in inputs.items()}
+            fail = NodeFailure(node.id, info.type, described, error)
+            publish("node_failed", fail.to_dict())
+            return fail
+
+        publish("node_started", {"node": node.id, "node_type": info.type})
+        for name in node.links:
+            spec = info.inputs[name]
+            if spec.is_primitive:  # a linked widget value still has to meet the input's bounds
+                checked, issue = check_value(node.id, info, spec, inputs[name])
+                if issue is not None:
+                    return {}, {}, failure(ValueError(issue.message))
+                inputs[name] = checked
+        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish)
+        begun = time.perf_counter()
+        try:
+            instance = info.cls.model_construct(**inputs)
+            produced = instance.run(ctx)
+            outputs = _outputs_of(info.cls, produced)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            return {}, {}, failure(exc)
+        publish("node_finished", {
+            "node": node.id,
+            "node_type": info.type,
+            "seconds": time.perf_counter() - begun,
+            "outputs": {name: describe_value(v) for name, v in outputs.items()},
+            "results": ctx.results,
+        })
+        return outputs, ctx.results, None
+
+
+def _outputs_of(cls: type, produced: Any) -> dict[str, Any]:
+    expected = cls.Outputs
+    if produced is None and not expected.model_fields:
+        return {}
+    if not isinstance(produced, expected):
+        raise TypeError(f"{cls.__name__}.run() returned {type(produced).__name__}, expected {cls.__name__}.Outputs")
+    return {name: getattr(produced, name) for name in expected.model_fields}
+
+
+__all__ = ["CancelToken", "Executor", "Plan", "RunContext", "RunResult", "WorkflowInvalid", "describe_value"]

@@ -1,0 +1,33 @@
+"""Content signatures: equal signature, equal outputs.
+
+A node's signature hashes its type, version, canonical literal inputs, the signatures and output
+names of what its links take, and the node type's fingerprint (what identifies a loader's file).
+A node that is not cacheable gets a signature unique to the run, and so does everything downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from engine.graph import GraphNode
+
+
+def _canonical(payload: Any) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+
+
+def signature_of(node: GraphNode, upstream: dict[str, str], services: Any, run_nonce: str) -> str:
+    """The signature of `node`, given the signatures of the nodes it links from."""
+    info = node.info
+    links = sorted((name, upstream[ln.node], ln.output) for name, ln in node.links.items())
+    if info.cacheable:
+        try:
+            fingerprint = info.cls.fingerprint(node.literals, services)
+        except Exception:  # the node will fail when it runs, with its own clear error
+            fingerprint = ("unfingerprintable", run_nonce)
+    else:
+        fingerprint = ("uncacheable", run_nonce)
+    payload = (info.type, info.version, node.literals, links, fingerprint)
+    return hashlib.blake2b(_canonical(payload), digest_size=16).hexdigest()

@@ -1,0 +1,134 @@
+"""The workflow JSON format: one versioned document for files, the CLI and the API.
+
+    {
+      "format": "latentgraph/workflow@1",
+      "nodes": {
+        "seed": {"type": "int_constant", "inputs": {"value": 7}},
+        "show": {"type": "show_value", "inputs": {"value": {"node": "seed", "output": "value"}}}
+      },
+      "ui": {"seed": {"x": 0, "y": 0}}
+    }
+
+An input is either a literal value or a link: an object with exactly the keys "node" and "output".
+`ui` (layout) and `meta` (name, description) never change a result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+FORMAT = "latentgraph/workflow@1"
+
+# from-format → function turning a document of that format into the next one. The chain is applied
+# until the document reaches FORMAT; add an entry when the format changes.
+MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+class Link(BaseModel):
+    """A link to another node's output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str = Field(description="id of the node whose output is taken")
+    output: str = Field(description="name of that node's output")
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="registered node type name, e.g. 'clip_text_encode'")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="input name → literal value, or a link {\"node\": id, \"output\": name}",
+    )
+    title: str | None = Field(default=None, description="display title; never changes a result")
+
+
+class Workflow(BaseModel):
+    """A graph of nodes, keyed by author-chosen ids."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str = Field(default=FORMAT, description=f"format tag, currently {FORMAT!r}")
+    nodes: dict[str, NodeSpec] = Field(description="node id → node")
+    ui: dict[str, Any] = Field(default_factory=dict, description="editor layout; never changes a result")
+    meta: dict[str, Any] = Field(default_factory=dict, description="name, description and notes")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def as_link(value: Any) -> Link | None:
+    """The link an input value denotes, or None for a literal."""
+    if isinstance(value, Link):
+        return value
+    if isinstance(value, dict) and len(value) == 2 and isinstance(value.get("node"), str) and isinstance(value.get("output"), str):
+        return Link(node=value["node"], output=value["output"])
+    return None
+
+
+def link(node: str, output: str) -> dict[str, str]:
+    """The JSON form of a link, for building workflows in Python."""
+    return {"node": node, "output": output}
+
+
+def workflow_json_schema() -> dict[str, Any]:
+    """JSON Schema of the workflow format, generated from the pydantic model."""
+    schema = Workflow.model_json_schema()
+    schema["$id"] = "https://latentgraph.dev/schema/workflow-1.json"
+    schema["title"] = "Latentgraph workflow"
+    return schema
+
+
+class WorkflowFormatError(ValueError):
+    """The document is not a workflow: bad JSON, wrong shape, or an unknown format version.
+
+    `problems` holds (path, code, message) triples, one per problem found.
+    """
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {message}" if path else message for path, _, message in problems))
+
+
+def migrate(document: dict[str, Any]) -> dict[str, Any]:
+    """Bring a workflow document of an older format up to FORMAT."""
+    seen = set()
+    fmt = document.get("format", FORMAT)
+    while fmt != FORMAT:
+        step = MIGRATIONS.get(fmt)
+        if step is None or fmt in seen:
+            known = ", ".join([FORMAT, *MIGRATIONS]) if MIGRATIONS else FORMAT
+            raise WorkflowFormatError([("format", "unknown_format", f"unknown workflow format {fmt!r} (known: {known})")])
+        seen.add(fmt)
+        document = step(document)
+        fmt = document.get("format", FORMAT)
+    return document
+
+
+def parse_workflow(source: str | bytes | dict[str, Any] | Workflow) -> Workflow:
+    """Parse a workflow from JSON text or a decoded document, migrating older formats."""
+    if isinstance(source, Workflow):
+        return source
+    if isinstance(source, (str, bytes)):
+        try:
+            document = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise WorkflowFormatError([("", "invalid_json", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+    else:
+        document = source
+    if not isinstance(document, dict):
+        raise WorkflowFormatError([("", "invalid_workflow", f"a workflow is a JSON object, got {type(document).__name__}")])
+    document = migrate(document)
+    try:
+        return Workflow.model_validate(document)
+    except PydanticValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"])
+            problems.append((path, "invalid_workflow", f"{path or 'workflow'}: {err['msg']}"))
+        raise WorkflowFormatError(problems) from None

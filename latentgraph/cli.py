@@ -1,0 +1,302 @@
+"""The `latentgraph` command: run, validate, list nodes, print the workflow schema.
+
+Exit codes: 0 success, 1 validation or run failure, 2 usage (bad arguments, unreadable file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from engine import EventBus, Event, Executor, NodeRegistry, OutputCache, find_issues, ports, registry, workflow_json_schema
+from engine.workflow import WorkflowFormatError, parse_workflow
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on stderr with exit code 2."""
+
+
+def load_registry() -> NodeRegistry:
+    """The built-in nodes plus every node library installed under the `latentgraph.nodes` entry point."""
+    import nodes  # noqa: F401  (registers the built-in library)
+
+    registry.load_entry_points()
+    return registry
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'4GiB', '512MB', '1000' → bytes (binary units either way)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4GiB, 512MiB)")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * 1024 ** " kmgt".index(unit or " "))
+
+
+def _read_workflow(path: str) -> Any:
+    """The workflow document (migrated to the current format where it parses), or its raw text
+    when it is not JSON, so that validation reports it like every other problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read workflow {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"workflow {path!r} is not UTF-8 text") from None
+    try:
+        return parse_workflow(text).to_dict()
+    except WorkflowFormatError:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+
+def _split_assignment(text: str, option: str) -> tuple[str, str, str]:
+    key, sep, value = text.partition("=")
+    node_id, dot, input_name = key.rpartition(".")
+    if not sep or not dot or not node_id or not input_name:
+        raise UsageError(f"{option} expects NODE.INPUT=VALUE, got {text!r}")
+    return node_id, input_name, value
+
+
+def _coerce(document: dict[str, Any], reg: NodeRegistry, node_id: str, input_name: str, text: str, option: str) -> Any:
+    """Interpret command-line text as a JSON value, except for STRING inputs, which take it as is."""
+    nodes_ = document["nodes"]
+    if node_id not in nodes_:
+        known = ", ".join(nodes_)
+        raise UsageError(f"{option}: the workflow has no node {node_id!r} (its nodes: {known})")
+    spec_ = nodes_[node_id]
+    if not isinstance(spec_, dict):
+        raise UsageError(f"{option}: node {node_id!r} is not a JSON object in the workflow")
+    info = reg.get(spec_.get("type", ""))
+    spec = info.inputs.get(input_name) if info else None
+    if spec is not None and spec.port == ports.STRING:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set_input(document: dict[str, Any], node_id: str, input_name: str, value: Any) -> None:
+    document["nodes"][node_id].setdefault("inputs", {})[input_name] = value
+
+
+def _sweep_values(text: str) -> list[str]:
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--sweep list is not valid JSON: {exc.msg}") from None
+        return [v if isinstance(v, str) else json.dumps(v) for v in values]
+    return text.split(",")
+
+
+class ProgressDisplay:
+    """One live status line on a terminal; on a pipe, one line per finished, failed or skipped node."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.total = 0
+        self.done = 0
+
+    def __call__(self, event: Event) -> None:
+        data = event.data
+        kind = event.type
+        if kind == "run_started":
+            self.total, self.done = len(data["to_run"]), 0
+            if self.live:
+                self._line(f"{len(data['cached'])} cached, {self.total} to run")
+        elif kind == "node_started" and self.live:
+            self._line(f"[{self.done + 1}/{self.total}] {data['node']} ({data['node_type']})")
+        elif kind == "node_progress" and self.live:
+            width = 24
+            filled = int(width * data["step"] / max(data["total"], 1))
+            bar = "#" * filled + "-" * (width - filled)
+            self._line(f"[{self.done + 1}/{self.total}] {data['node']} [{bar}] {data['step']}/{data['total']}")
+        elif kind == "node_finished":
+            self.done += 1
+            if not self.live:
+                self.stream.write(f"  {data['node']} ({data['node_type']}) {data['seconds']:.2f} s\n")
+        elif kind == "node_failed":
+            self.done += 1
+            self._end(f"  FAILED {data['node']} ({data['type']}): {data['error_type']}: {data['message']}")
+        elif kind == "node_skipped":
+            self._end(f"  skipped {data['node']} ({data['node_type']}): {data['reason']}")
+        elif kind in ("run_finished", "run_cancelled") and self.live:
+            self._line("")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[2K" + text)
+
+    def _end(self, text: str) -> None:
+        self.stream.write(("\r\x1b[2K" if self.live else "") + text + "\n")
+
+
+def _print_issues(issues: Sequence[Any], stream: TextIO) -> None:
+    stream.write(f"workflow is invalid ({len(issues)} problem{'s' if len(issues) != 1 else ''}):\n")
+    for issue in issues:
+        stream.write(f"  [{issue.code}] {issue.message}\n")
+
+
+def command_run(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    document = _read_workflow(args.workflow)
+    if not isinstance(document, dict) or not isinstance(document.get("nodes"), dict):
+        _, issues = find_issues(document, reg, args.output or None)
+        _print_issues(issues, sys.stderr)
+        return EXIT_FAILED
+    for text in args.set:
+        node_id, input_name, value = _split_assignment(text, "--set")
+        _set_input(document, node_id, input_name, _coerce(document, reg, node_id, input_name, value, "--set"))
+    sweeps = []
+    for text in args.sweep:
+        node_id, input_name, values = _split_assignment(text, "--sweep")
+        coerced = [_coerce(document, reg, node_id, input_name, v, "--sweep") for v in _sweep_values(values)]
+        sweeps.append([(node_id, input_name, v) for v in coerced])
+    combos = list(itertools.product(*sweeps)) if sweeps else [()]
+
+    executor = Executor(reg, OutputCache(args.cache_size), services=_services(args), events=EventBus())
+    with ExitStack() as stack:
+        if args.events:
+            try:
+                events_file = stack.enter_context(open(args.events, "w", encoding="utf-8"))
+            except OSError as exc:
+                raise UsageError(f"cannot write events to {args.events!r}: {exc.strerror or exc}") from None
+            stack.callback(executor.events.subscribe(lambda e: events_file.write(e.to_json() + "\n")))
+        if not args.quiet:
+            stack.callback(executor.events.subscribe(ProgressDisplay(sys.stderr)))
+
+        summaries = []
+        exit_code = EXIT_OK
+        for index, combo in enumerate(combos):
+            for node_id, input_name, value in combo:
+                _set_input(document, node_id, input_name, value)
+            label = ", ".join(f"{n}.{i}={json.dumps(v)}" for n, i, v in combo)
+            graph, issues = find_issues(document, reg, args.output or None)
+            if graph is None:
+                _print_issues(issues, sys.stderr)
+                summaries.append({"sweep": label, "status": "invalid", "errors": [i.to_dict() for i in issues]})
+                exit_code = EXIT_FAILED
+                break
+            try:
+                result = executor.run(graph)
+            except KeyboardInterrupt:
+                sys.stderr.write("\ninterrupted\n")
+                return 130
+            summaries.append({
+                "sweep": label,
+                "run_id": result.run_id,
+                "status": result.status,
+                "seconds": round(result.seconds, 4),
+                "executed": result.executed,
+                "cached": result.cached,
+                "results": result.results,
+                "errors": [e.to_dict() for e in result.errors],
+            })
+            if not args.json:
+                head = f"run {index + 1}/{len(combos)}" + (f" ({label})" if label else "")
+                print(f"{head}: {result.status} in {result.seconds:.2f} s, "
+                      f"{len(result.executed)} ran, {len(result.cached)} cached")
+                for node_id, results in result.results.items():
+                    print(f"  {node_id}: {json.dumps(results, default=str)}")
+                for error in result.errors:
+                    print(f"  error in {error}")
+            if not result.ok:
+                exit_code = EXIT_FAILED
+    if args.json:
+        print(json.dumps(summaries, indent=2, default=str))
+    return exit_code
+
+
+def _services(args: argparse.Namespace) -> Any:
+    return None
+
+
+def command_validate(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    document = _read_workflow(args.workflow)
+    graph, issues = find_issues(document, reg, args.output or None)
+    if args.json:
+        print(json.dumps({"valid": graph is not None, "errors": [i.to_dict() for i in issues]}, indent=2))
+    elif graph is None:
+        _print_issues(issues, sys.stdout)
+    else:
+        print(f"{args.workflow}: valid ({len(graph.nodes)} nodes, outputs: {', '.join(graph.outputs)})")
+    return EXIT_OK if graph is not None else EXIT_FAILED
+
+
+def command_nodes(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    catalog = reg.catalog()
+    if args.type:
+        catalog = [entry for entry in catalog if entry["type"] in args.type]
+        missing = set(args.type) - {entry["type"] for entry in catalog}
+        if missing:
+            raise UsageError(f"unknown node type(s): {', '.join(sorted(missing))}")
+    print(json.dumps(catalog, indent=2, default=str))
+    return EXIT_OK
+
+
+def command_schema(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    print(json.dumps(workflow_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentgraph", description="Latentgraph: a node-graph engine for Stable Diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a workflow JSON file")
+    run.add_argument("workflow", help="path to a workflow .json file")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override an input (JSON value; STRING inputs take the text as is); repeatable")
+    run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
+                     help="run once per value in one process, so unchanged nodes come from the cache; "
+                          "several sweeps run every combination; a JSON list is taken too")
+    run.add_argument("--events", metavar="FILE.jsonl", help="write every event as one JSON line")
+    run.add_argument("--output", action="append", default=[], metavar="NODE",
+                     help="run only what these nodes need (default: every output node)")
+    run.add_argument("--cache-size", type=parse_size, default=parse_size("4GiB"), metavar="SIZE",
+                     help="bound of the output cache (default 4GiB)")
+    run.add_argument("--json", action="store_true", help="print a JSON summary of each run")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    run.set_defaults(handler=command_run)
+
+    validate = sub.add_parser("validate", help="check a workflow and list every problem (exit 1 if any)")
+    validate.add_argument("workflow")
+    validate.add_argument("--output", action="append", default=[], metavar="NODE")
+    validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    validate.set_defaults(handler=command_validate)
+
+    nodes_ = sub.add_parser("nodes", help="print the node catalog as JSON")
+    nodes_.add_argument("--type", action="append", metavar="TYPE", help="only these node types")
+    nodes_.set_defaults(handler=command_nodes)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the workflow format")
+    schema.set_defaults(handler=command_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args, load_registry())
+    except UsageError as exc:
+        sys.stderr.write(f"latentgraph: error: {exc}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

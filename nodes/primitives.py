@@ -1,0 +1,170 @@
+"""Primitive nodes: constants, a seed, arithmetic, string formatting and a value display.
+
+They make the engine usable before any model is loaded, and feed widgets of other nodes by link.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from typing import Any, Literal
+
+from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+
+MAX_SEED = 2**64 - 1
+
+
+@node("int_constant", category="primitives", title="Integer")
+class IntConstant(Node):
+    """An integer value, to link into any INT input."""
+
+    value: int = Input(0, description="the integer")
+
+    class Outputs(NodeOutputs):
+        value: int = Output(description="the integer")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(value=self.value)
+
+
+@node("float_constant", category="primitives", title="Float")
+class FloatConstant(Node):
+    """A floating-point value, to link into any FLOAT input."""
+
+    value: float = Input(0.0, step=0.01, description="the number")
+
+    class Outputs(NodeOutputs):
+        value: float = Output(description="the number")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(value=self.value)
+
+
+@node("string_constant", category="primitives", title="String")
+class StringConstant(Node):
+    """A text value, to link into any STRING input (for example one prompt shared by several nodes)."""
+
+    value: str = Input("", multiline=True, description="the text")
+
+    class Outputs(NodeOutputs):
+        value: str = Output(description="the text")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(value=self.value)
+
+
+@node("boolean_constant", category="primitives", title="Boolean")
+class BooleanConstant(Node):
+    """A true/false value, to link into any BOOLEAN input."""
+
+    value: bool = Input(False, description="the flag")
+
+    class Outputs(NodeOutputs):
+        value: bool = Output(description="the flag")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(value=self.value)
+
+
+@node("seed", category="primitives", title="Seed")
+class Seed(Node):
+    """A random seed. The editor can randomize or increment it after each run; one seed node can
+    drive several samplers so they stay in step."""
+
+    seed: int = Input(0, ge=0, le=MAX_SEED, widget="seed", description="the seed, 0 to 2^64-1")
+
+    class Outputs(NodeOutputs):
+        seed: int = Output(description="the seed")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(seed=self.seed)
+
+
+IntOperation = Literal["add", "subtract", "multiply", "floor_divide", "modulo", "power", "min", "max"]
+FloatOperation = Literal["add", "subtract", "multiply", "divide", "power", "min", "max"]
+
+_OPERATIONS = {
+    "add": lambda a, b: a + b,
+    "subtract": lambda a, b: a - b,
+    "multiply": lambda a, b: a * b,
+    "divide": lambda a, b: a / b,
+    "floor_divide": lambda a, b: a // b,
+    "modulo": lambda a, b: a % b,
+    "power": lambda a, b: a**b,
+    "min": min,
+    "max": max,
+}
+
+
+def _apply(operation: str, a: float, b: float) -> Any:
+    if operation in ("divide", "floor_divide", "modulo") and b == 0:
+        raise ValueError(f"cannot {operation.replace('_', ' ')} by zero (b is 0)")
+    return _OPERATIONS[operation](a, b)
+
+
+@node("int_math", category="primitives", title="Integer math")
+class IntMath(Node):
+    """Combine two integers: a (operation) b."""
+
+    a: int = Input(0, description="left operand")
+    b: int = Input(0, description="right operand")
+    operation: IntOperation = Input("add", description="what to compute")
+
+    class Outputs(NodeOutputs):
+        value: int = Output(description="the result")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        if self.operation == "power" and self.b < 0:
+            raise ValueError(f"integer power needs b >= 0, got {self.b}")
+        return self.Outputs(value=_apply(self.operation, self.a, self.b))
+
+
+@node("float_math", category="primitives", title="Float math")
+class FloatMath(Node):
+    """Combine two numbers: a (operation) b."""
+
+    a: float = Input(0.0, step=0.01, description="left operand")
+    b: float = Input(0.0, step=0.01, description="right operand")
+    operation: FloatOperation = Input("add", description="what to compute")
+
+    class Outputs(NodeOutputs):
+        value: float = Output(description="the result")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        value = float(_apply(self.operation, self.a, self.b))
+        if not math.isfinite(value):
+            raise ValueError(f"{self.a} {self.operation} {self.b} is not a finite number")
+        return self.Outputs(value=value)
+
+
+@node("string_format", category="primitives", title="Format text")
+class StringFormat(Node):
+    """Fill a template such as "a photo of {a}, seed {b}" with up to four linked values."""
+
+    template: str = Input("{a}", multiline=True, description="text with {a} {b} {c} {d} placeholders")
+    a: Any = Input(None, port=ports.ANY, description="value for {a}")
+    b: Any = Input(None, port=ports.ANY, description="value for {b}")
+    c: Any = Input(None, port=ports.ANY, description="value for {c}")
+    d: Any = Input(None, port=ports.ANY, description="value for {d}")
+
+    class Outputs(NodeOutputs):
+        value: str = Output(description="the filled-in text")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        values = {"a": self.a, "b": self.b, "c": self.c, "d": self.d}
+        for _, field, _, _ in string.Formatter().parse(self.template):
+            if field is not None and field.split(".")[0].split("[")[0] not in values:
+                raise ValueError(f"template placeholder {{{field}}} is not one of {{a}}, {{b}}, {{c}}, {{d}}")
+        return self.Outputs(value=self.template.format(**{k: "" if v is None else v for k, v in values.items()}))
+
+
+@node("show_value", category="primitives", title="Show value", output=True)
+class ShowValue(Node):
+    """Show a value in the run's results (an output node: requesting it runs what it needs)."""
+
+    value: Any = Input(port=ports.ANY, description="the value to show")
+
+    def run(self, ctx: RunContext) -> None:
+        value = self.value
+        ctx.report(value=value if isinstance(value, (int, float, str, bool, type(None))) else repr(value))
+        return None
