@@ -1,0 +1,1 @@
+"""Stable Diffusion model code: checkpoints, text encoder, U-Net, VAE, samplers and schedules."""
