@@ -21,6 +21,9 @@ def register_sizer(kind: type, sizer: Callable[[Any], int]) -> None:
     _sizers.insert(0, (kind, sizer))
 
 
+_SCALARS = frozenset({int, float, bool, str, bytes, type(None)})
+
+
 def _tensor_bytes(value: Any) -> int:
     return int(value.element_size()) * int(value.nelement())
 
@@ -28,6 +31,8 @@ def _tensor_bytes(value: Any) -> int:
 def sizeof(value: Any, _seen: set[int] | None = None) -> int:
     """Bytes held by a value: tensor storage, module parameters and buffers, arrays, images,
     containers recursively (shared objects counted once)."""
+    if type(value) in _SCALARS:
+        return sys.getsizeof(value)
     seen = _seen if _seen is not None else set()
     if id(value) in seen:
         return 0
@@ -35,9 +40,7 @@ def sizeof(value: Any, _seen: set[int] | None = None) -> int:
     for kind, sizer in _sizers:
         if isinstance(value, kind):
             return sizer(value)
-    if isinstance(value, (int, float, bool, type(None))):
-        return sys.getsizeof(value)
-    if isinstance(value, (str, bytes, bytearray)):
+    if isinstance(value, (int, float, str, bytes, bytearray)):
         return sys.getsizeof(value)
     if hasattr(value, "element_size") and hasattr(value, "nelement"):
         return _tensor_bytes(value)

@@ -14,8 +14,11 @@ from typing import Any
 from engine.graph import GraphNode
 
 
+_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+
+
 def _canonical(payload: Any) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+    return _encoder.encode(payload).encode()
 
 
 def signature_of(node: GraphNode, upstream: dict[str, str], services: Any, run_nonce: str) -> str:

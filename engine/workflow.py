@@ -16,7 +16,7 @@ An input is either a literal value or a link: an object with exactly the keys "n
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -28,12 +28,11 @@ FORMAT = "latentgraph/workflow@1"
 MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-class Link(BaseModel):
-    """A link to another node's output."""
+class Link(NamedTuple):
+    """A link to another node's output: in JSON, {"node": id, "output": name}."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    node: str = Field(description="id of the node whose output is taken")
-    output: str = Field(description="name of that node's output")
+    node: str
+    output: str
 
 
 class NodeSpec(BaseModel):
@@ -66,8 +65,10 @@ def as_link(value: Any) -> Link | None:
     """The link an input value denotes, or None for a literal."""
     if isinstance(value, Link):
         return value
-    if isinstance(value, dict) and len(value) == 2 and isinstance(value.get("node"), str) and isinstance(value.get("output"), str):
-        return Link(node=value["node"], output=value["output"])
+    if type(value) is dict and len(value) == 2:
+        node, output = value.get("node"), value.get("output")
+        if type(node) is str and type(output) is str:
+            return Link(node, output)
     return None
 
 
