@@ -1,0 +1,327 @@
+"""Prompt emphasis syntax, 75-token chunking and CLIP text encoding for Stable Diffusion.
+
+Syntax (the A1111 / ComfyUI conventions users already write)::
+
+    (word)          weight x 1.1            ((word))   x 1.21 (nested groups multiply)
+    [word]          weight / 1.1            [[word]]   / 1.21
+    (word:1.5)      weight x 1.5 (replaces the 1.1 of the parentheses; ``(a (b:1.5))`` gives b x 1.65)
+    \\( \\) \\[ \\] \\\\   literal brackets and backslash
+    BREAK           (upper case, a separate word) starts a new 75-token chunk
+
+Parsing follows A1111's ``parse_prompt_attention`` with these documented choices:
+
+* An unclosed ``(`` or ``[`` applies to the rest of the prompt, as if closed at the end.
+* A stray ``)`` or ``]`` (nothing open of that kind) is kept as literal text; so is ``:1.2)``
+  with no ``(`` open. A ``:`` that is not part of ``:<number>)`` is literal text.
+* The weight must be a plain decimal number (``1``, ``1.5``, ``.5``, ``-0.3``); anything else
+  (``(a:1.2.3)``, ``(a:x)``) leaves the ``:...`` as literal text and the ``)`` closes the group
+  with the usual x 1.1.
+* A backslash that does not escape ``( ) [ ] \\`` is kept as a literal backslash (A1111 drops it).
+* ``BREAK`` is recognised anywhere outside escapes, also inside brackets (where A1111 garbles it).
+* Adjacent segments with equal weights are merged, empty segments are dropped; an empty prompt
+  parses to ``[("", 1.0)]``.
+
+Chunking follows A1111: tokens are grouped in windows of 75; each window becomes
+``[BOS] + 75 tokens (padded with EOS=49407) + [EOS]`` = 77 ids. When a window fills up and the
+last comma in it is at most ``comma_backtrack`` (default 20, A1111's default; 0 disables) tokens
+back, the tokens after that comma move to the next window, so a phrase is not cut in half.
+``BREAK`` pads the current window and starts a new one. BOS/EOS/padding positions get weight 1.
+
+Encoding: every chunk goes through the CLIP text model on its own 77 positions (no attention
+mask, like SD pipelines), and the chunks are concatenated along the token axis. Weights are
+applied after the text model, by default the ComfyUI way (``weighting="comfy"``)::
+
+    z = z_empty + (z - z_empty) * w
+
+where ``z_empty`` is the encoding of the empty prompt at the same positions: only tokens with
+``w != 1`` change, moving away from (w > 1) or towards (w < 1) the empty-prompt encoding.
+``weighting="a1111"`` is A1111's "Original" emphasis instead (``z *= w``, then each chunk is
+rescaled so its mean equals the unweighted mean; this changes every token slightly), and
+``weighting="none"`` ignores the weights.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import torch
+
+from nodes.sd.tokenizer import BOS_ID, COMMA_ID, EOS_ID, MAX_LENGTH, PAD_ID, get_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "BREAK",
+    "CHUNK_TOKENS",
+    "Segment",
+    "TokenizedPrompt",
+    "encode_prompt",
+    "encode_tokens",
+    "is_break",
+    "parse_prompt_attention",
+    "tokenize_prompt",
+]
+
+CHUNK_TOKENS = MAX_LENGTH - 2  # 75 text tokens per chunk
+ROUND_MULTIPLIER = 1.1
+SQUARE_MULTIPLIER = 1 / 1.1
+Weighting = Literal["comfy", "a1111", "none"]
+
+
+class Segment(NamedTuple):
+    """A run of prompt text and its emphasis weight. Compares equal to a plain ``(text, weight)`` tuple."""
+
+    text: str
+    weight: float
+
+
+#: The marker ``parse_prompt_attention`` emits for ``BREAK``; test with ``is_break`` (identity),
+#: not by value. Its value mirrors A1111's ``["BREAK", -1]`` marker.
+BREAK = Segment("BREAK", -1.0)
+
+
+def is_break(segment: tuple[str, float]) -> bool:
+    """True for the ``BREAK`` marker produced by ``parse_prompt_attention``."""
+    return segment is BREAK
+
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
+_RE_ATTENTION = re.compile(
+    rf"""
+    \\[()\[\]\\]            # escaped bracket or backslash
+    | \\                    # a lone backslash: literal
+    | \(                    # open round
+    | \[                    # open square
+    | :\s*({_NUMBER})\s*\)  # close round with an explicit weight
+    | \)                    # close round
+    | \]                    # close square
+    | [^\\()\[\]:]+         # plain text
+    | :                     # a colon that is not a weight
+    """,
+    re.X,
+)
+_RE_BREAK = re.compile(r"\s*\bBREAK\b\s*")
+
+
+def parse_prompt_attention(text: str) -> list[Segment]:
+    """Split a prompt into ``(text, weight)`` segments, with ``BREAK`` markers (see the module doc).
+
+    >>> [tuple(s) for s in parse_prompt_attention("a (red:1.5) [cat] BREAK dog")]
+    [('a ', 1.0), ('red', 1.5), (' ', 1.0), ('cat', 0.9090909090909091), ('BREAK', -1.0), ('dog', 1.0)]
+    """
+    res: list[list] = []  # [text, weight, is_break]
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for item in res[start:]:
+            if not item[2]:
+                item[1] *= multiplier
+
+    for m in _RE_ATTENTION.finditer(text):
+        tok, weight = m.group(0), m.group(1)
+        if tok.startswith("\\"):
+            res.append([tok[1:] if len(tok) == 2 else tok, 1.0, False])
+        elif tok == "(":
+            round_open.append(len(res))
+        elif tok == "[":
+            square_open.append(len(res))
+        elif weight is not None and round_open:
+            multiply_range(round_open.pop(), float(weight))
+        elif tok == ")" and round_open:
+            multiply_range(round_open.pop(), ROUND_MULTIPLIER)
+        elif tok == "]" and square_open:
+            multiply_range(square_open.pop(), SQUARE_MULTIPLIER)
+        else:
+            for i, part in enumerate(_RE_BREAK.split(tok)):
+                if i > 0:
+                    res.append([BREAK.text, BREAK.weight, True])
+                res.append([part, 1.0, False])
+
+    for start in round_open:  # unclosed: close at the end
+        multiply_range(start, ROUND_MULTIPLIER)
+    for start in square_open:
+        multiply_range(start, SQUARE_MULTIPLIER)
+
+    out: list[Segment] = []
+    for text_, weight_, brk in res:
+        if brk:
+            out.append(BREAK)
+        elif text_:
+            if out and not is_break(out[-1]) and out[-1].weight == weight_:
+                out[-1] = Segment(out[-1].text + text_, out[-1].weight)
+            else:
+                out.append(Segment(text_, float(weight_)))
+    return out or [Segment("", 1.0)]
+
+
+@dataclass
+class TokenizedPrompt:
+    """A prompt as CLIP input: ``ids`` and per-token ``weights``, both ``[chunks, 77]``.
+
+    Every row is ``[BOS] + 75 tokens + [EOS]``, short rows padded with EOS (49407).
+    ``token_count`` is the number of text tokens (no BOS/EOS/padding); ``segments`` is the parse.
+    """
+
+    ids: torch.Tensor  # int64 [chunks, 77]
+    weights: torch.Tensor  # float32 [chunks, 77]
+    token_count: int = 0
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def num_chunks(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def has_weights(self) -> bool:
+        return bool((self.weights != 1.0).any())
+
+
+def tokenize_prompt(
+    text: str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    comma_backtrack: int = 20,
+) -> TokenizedPrompt:
+    """Parse emphasis, tokenize each segment and pack the tokens into 77-id chunks (A1111's rules).
+
+    ``tokenizer`` defaults to the shared CLIP tokenizer (``nodes.sd.tokenizer.get_tokenizer``).
+    """
+    tok = tokenizer if tokenizer is not None else get_tokenizer()
+    segments = parse_prompt_attention(text)
+    texts = [s.text for s in segments if not is_break(s)]
+    encoded = iter(tok(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else [])
+
+    chunks: list[tuple[list[int], list[float]]] = []
+    cur_ids: list[int] = []
+    cur_w: list[float] = []
+    last_comma = -1
+    count = 0
+
+    def next_chunk() -> None:
+        nonlocal cur_ids, cur_w, last_comma
+        pad = CHUNK_TOKENS - len(cur_ids)
+        chunks.append(([BOS_ID] + cur_ids + [PAD_ID] * pad + [EOS_ID], [1.0] + cur_w + [1.0] * (pad + 1)))
+        cur_ids, cur_w, last_comma = [], [], -1
+
+    for seg in segments:
+        if is_break(seg):
+            next_chunk()
+            continue
+        for token in next(encoded):
+            count += 1
+            if token == COMMA_ID:
+                last_comma = len(cur_ids)
+            elif (
+                comma_backtrack > 0
+                and len(cur_ids) == CHUNK_TOKENS
+                and last_comma != -1
+                and len(cur_ids) - last_comma <= comma_backtrack
+            ):
+                cut = last_comma + 1
+                moved_ids, moved_w = cur_ids[cut:], cur_w[cut:]
+                cur_ids, cur_w = cur_ids[:cut], cur_w[:cut]
+                next_chunk()
+                cur_ids, cur_w = moved_ids, moved_w
+            if len(cur_ids) == CHUNK_TOKENS:
+                next_chunk()
+            cur_ids.append(token)
+            cur_w.append(seg.weight)
+    if cur_ids or not chunks:
+        next_chunk()
+
+    ids = torch.tensor([c[0] for c in chunks], dtype=torch.long)
+    weights = torch.tensor([c[1] for c in chunks], dtype=torch.float32)
+    return TokenizedPrompt(ids=ids, weights=weights, token_count=count, segments=segments)
+
+
+def _empty_chunk_ids() -> torch.Tensor:
+    return torch.tensor([BOS_ID] + [EOS_ID] + [PAD_ID] * (MAX_LENGTH - 2), dtype=torch.long)
+
+
+def encode_tokens(text_model: torch.nn.Module, ids: torch.Tensor, clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``ids`` ``[batch, 77]`` through a CLIP text model; returns ``(hidden [batch, 77, dim], last [batch, 77, dim])``.
+
+    ``hidden`` is the layer chosen by ``clip_skip`` with the final layer norm applied
+    (``clip_skip=1``: the last layer, i.e. ``last_hidden_state``; ``clip_skip=2``:
+    ``final_layer_norm(hidden_states[-2])``, the SD 1.x "CLIP skip 2"). ``last`` is always the
+    last layer's normed output (what the pooled vector comes from).
+    """
+    if clip_skip < 1:
+        raise ValueError(f"clip_skip must be >= 1 (1 = last layer), got {clip_skip}")
+    # transformers 5.x CLIPTextModel holds final_layer_norm itself; 4.x CLIPTextModel and
+    # CLIPTextModelWithProjection keep it in .text_model.
+    final_layer_norm = getattr(text_model, "final_layer_norm", None)
+    if final_layer_norm is None:
+        final_layer_norm = text_model.text_model.final_layer_norm
+    device = next(text_model.parameters()).device
+    out = text_model(input_ids=ids.to(device), output_hidden_states=clip_skip > 1)
+    last = out.last_hidden_state
+    if clip_skip == 1:
+        return last, last
+    hidden_states = out.hidden_states
+    n_layers = len(hidden_states) - 1
+    if clip_skip > n_layers:
+        raise ValueError(f"clip_skip={clip_skip} but the text model has only {n_layers} layers")
+    return final_layer_norm(hidden_states[-clip_skip]), last
+
+
+def encode_prompt(
+    tokenizer_or_tokens: PreTrainedTokenizerBase | TokenizedPrompt | None,
+    text_model: torch.nn.Module,
+    text: str | None = None,
+    clip_skip: int = 1,
+    *,
+    weighting: Weighting = "comfy",
+    comma_backtrack: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode a prompt with emphasis weights into SD conditioning.
+
+    ``tokenizer_or_tokens``: a CLIP tokenizer (``text`` is then required), ``None`` for the shared
+    one, or an already ``TokenizedPrompt`` (then ``text`` must be ``None``).
+    ``text_model``: a ``transformers.CLIPTextModel`` (``CLIPTextModelWithProjection`` also works;
+    its projection is applied to the pooled vector).
+
+    Returns ``(conditioning [1, 77 * chunks, dim], pooled [1, dim])``, in the model's dtype and on
+    its device. ``pooled`` is the last layer's normed output at the first EOS of the first chunk,
+    whatever ``clip_skip`` is (as ComfyUI and diffusers do). Runs under ``torch.no_grad()``.
+    """
+    if isinstance(tokenizer_or_tokens, TokenizedPrompt):
+        if text is not None:
+            raise ValueError("pass either a TokenizedPrompt or a tokenizer and text, not both")
+        tokens = tokenizer_or_tokens
+    else:
+        if text is None:
+            raise ValueError("text is required when a tokenizer (or None) is given")
+        tokens = tokenize_prompt(text, tokenizer_or_tokens, comma_backtrack=comma_backtrack)
+    if weighting not in ("comfy", "a1111", "none"):
+        raise ValueError(f"unknown weighting {weighting!r}; use 'comfy', 'a1111' or 'none'")
+
+    ids, weights = tokens.ids, tokens.weights
+    n = ids.shape[0]
+    apply = weighting != "none" and tokens.has_weights
+    batch = torch.cat([ids, _empty_chunk_ids()[None]]) if apply and weighting == "comfy" else ids
+
+    with torch.no_grad():
+        z, last = encode_tokens(text_model, batch, clip_skip)
+        w = weights.to(device=z.device, dtype=z.dtype)[..., None]  # [n, 77, 1]
+        if apply and weighting == "comfy":
+            z_empty = z[n:]
+            z = z[:n]
+            z = torch.where(w != 1.0, z_empty + (z - z_empty) * w, z)
+        elif apply:  # a1111 "Original": multiply, then restore each chunk's mean
+            z = z[:n]
+            original_mean = z.mean(dim=(1, 2), keepdim=True)
+            z = z * w
+            z = z * (original_mean / z.mean(dim=(1, 2), keepdim=True))
+
+        eos_pos = int((ids[0] == EOS_ID).nonzero()[0, 0])
+        pooled = last[0:1, eos_pos]
+        projection = getattr(text_model, "text_projection", None)
+        if projection is not None:
+            pooled = projection(pooled)
+
+    return z[:n].reshape(1, n * MAX_LENGTH, z.shape[-1]), pooled
