@@ -32,8 +32,11 @@ class WorkflowInvalid(ValueError):
         super().__init__(head + ":\n" + "\n".join(f"  - {issue.message}" for issue in issues))
 
 
-class Cancelled(Exception):
-    """Raised inside a run when its cancel token is set."""
+class Cancelled(BaseException):
+    """Raised inside a run when its cancel token is set.
+
+    A BaseException, like KeyboardInterrupt, so that a node's `except Exception` cannot swallow it.
+    """
 
 
 class NodeFailure(Exception):

@@ -43,14 +43,15 @@ class CancelToken:
 class RunContext:
     """What a running node may use: progress reporting, cancellation, results, shared services."""
 
-    __slots__ = ("run_id", "node_id", "node_type", "services", "_cancel", "_publish", "results")
+    __slots__ = ("run_id", "node_id", "node_type", "services", "workflow", "_cancel", "_publish", "results")
 
     def __init__(self, run_id: str, node_id: str, node_type: str, services: Any,
-                 cancel: CancelToken, publish: Any) -> None:
+                 cancel: CancelToken, publish: Any, workflow: Workflow | None = None) -> None:
         self.run_id = run_id
         self.node_id = node_id
         self.node_type = node_type
         self.services = services
+        self.workflow = workflow  # the workflow being run, e.g. to embed in saved images
         self._cancel = cancel
         self._publish = publish
         self.results: dict[str, Any] = {}
@@ -78,6 +79,7 @@ class Plan:
     signatures: dict[str, str]
     to_run: tuple[str, ...]
     cached: dict[str, CacheEntry]  # held here so an eviction mid-run cannot take them away
+    volatile: frozenset[str]  # nodes whose results are never cached (see plan)
 
 
 @dataclass
@@ -143,10 +145,15 @@ class Executor:
                 stack.extend(ln.node for ln in nodes[node_id].links.values())
         order = tuple(n for n in graph.order if n in needed)
 
+        # A volatile node's signature is unique to this run (it is not cacheable, or something
+        # upstream is not): looking it up is pointless and storing it would only crowd the cache.
         signatures: dict[str, str] = {}
+        volatile: set[str] = set()
         for node_id in order:
             node = nodes[node_id]
-            signatures[node_id] = signature_of(node, signatures, self.services, run_nonce)
+            signatures[node_id], own = signature_of(node, signatures, self.services, run_nonce)
+            if own or any(ln.node in volatile for ln in node.links.values()):
+                volatile.add(node_id)
 
         required = set(graph.outputs)
         cached: dict[str, CacheEntry] = {}
@@ -155,14 +162,15 @@ class Executor:
             if node_id not in required:
                 continue
             node = nodes[node_id]
-            entry = self.cache.get(signatures[node_id]) if node.info.cacheable else None
+            entry = self.cache.get(signatures[node_id]) if node_id not in volatile else None
             if entry is not None:
                 cached[node_id] = entry
             else:
                 to_run.append(node_id)
                 required.update(ln.node for ln in node.links.values())
         to_run.reverse()
-        return Plan(order, signatures, tuple(to_run), cached)
+        cached = {n: cached[n] for n in order if n in cached}  # dependencies first, like to_run
+        return Plan(order, signatures, tuple(to_run), cached, frozenset(volatile))
 
     def _execute(self, graph: Graph, run_id: str, cancel: CancelToken) -> RunResult:
         started = time.perf_counter()
@@ -211,7 +219,7 @@ class Executor:
                                              "reason": f"upstream node {upstream_failure!r} failed"})
                 else:
                     current = node_id
-                    outputs, results, failure = self._run_node(node, values, run_id, cancel, publish)
+                    outputs, results, failure = self._run_node(node, values, run_id, cancel, publish, graph.workflow)
                     current = None
                     if failure is not None:
                         failed_root[node_id] = node_id
@@ -219,7 +227,7 @@ class Executor:
                     else:
                         values[node_id] = outputs
                         result.executed.append(node_id)
-                        if node.info.cacheable:
+                        if node_id not in plan.volatile:
                             self.cache.put(plan.signatures[node_id], outputs, results)
                         if results:
                             result.results[node_id] = results
@@ -245,7 +253,7 @@ class Executor:
         return result
 
     def _run_node(self, node: GraphNode, values: dict[str, dict[str, Any]], run_id: str,
-                  cancel: CancelToken, publish: Any) -> tuple[dict[str, Any], dict[str, Any], NodeFailure | None]:
+                  cancel: CancelToken, publish: Any, workflow: Workflow) -> tuple[dict[str, Any], dict[str, Any], NodeFailure | None]:
         info = node.info
         inputs = dict(node.literals)
         for name, ln in node.links.items():
@@ -265,7 +273,7 @@ class Executor:
                 if issue is not None:
                     return {}, {}, failure(ValueError(issue.message))
                 inputs[name] = checked
-        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish)
+        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish, workflow)
         begun = time.perf_counter()
         try:
             instance = info.cls.model_construct(**inputs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 FORMAT = "latentgraph/workflow@1"
@@ -43,6 +43,15 @@ class NodeSpec(BaseModel):
         description="input name → literal value, or a link {\"node\": id, \"output\": name}",
     )
     title: str | None = Field(default=None, description="display title; never changes a result")
+
+    @field_validator("inputs")
+    @classmethod
+    def _links_as_json(cls, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Links built in Python as `Link(...)` are stored in their JSON form."""
+        for name, value in inputs.items():
+            if isinstance(value, Link):
+                inputs[name] = {"node": value.node, "output": value.output}
+        return inputs
 
 
 class Workflow(BaseModel):
@@ -101,7 +110,7 @@ def migrate(document: dict[str, Any]) -> dict[str, Any]:
     seen = set()
     fmt = document.get("format", FORMAT)
     while fmt != FORMAT:
-        step = MIGRATIONS.get(fmt)
+        step = MIGRATIONS.get(fmt) if isinstance(fmt, str) else None  # a list or object tag is unhashable
         if step is None or fmt in seen:
             known = ", ".join([FORMAT, *MIGRATIONS]) if MIGRATIONS else FORMAT
             raise WorkflowFormatError([("format", "unknown_format", f"unknown workflow format {fmt!r} (known: {known})")])

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
 
 MAX_SEED = 2**64 - 1
+MAX_INT_BITS = 4096  # an integer power beyond this would take unbounded time and memory
 
 
 @node("int_constant", category="primitives", title="Integer")
@@ -114,8 +115,11 @@ class IntMath(Node):
         value: int = Output(description="the result")
 
     def run(self, ctx: RunContext) -> Outputs:
-        if self.operation == "power" and self.b < 0:
-            raise ValueError(f"integer power needs b >= 0, got {self.b}")
+        if self.operation == "power":
+            if self.b < 0:
+                raise ValueError(f"integer power needs b >= 0, got {self.b}")
+            if abs(self.a) > 1 and self.b * math.log2(abs(self.a)) > MAX_INT_BITS:
+                raise ValueError(f"{self.a} ** {self.b} has more than {MAX_INT_BITS} bits; refusing to compute it")
         return self.Outputs(value=_apply(self.operation, self.a, self.b))
 
 
@@ -131,7 +135,10 @@ class FloatMath(Node):
         value: float = Output(description="the result")
 
     def run(self, ctx: RunContext) -> Outputs:
-        value = float(_apply(self.operation, self.a, self.b))
+        try:
+            value = float(_apply(self.operation, self.a, self.b))
+        except OverflowError:  # float ** float raises instead of giving inf
+            value = math.inf
         if not math.isfinite(value):
             raise ValueError(f"{self.a} {self.operation} {self.b} is not a finite number")
         return self.Outputs(value=value)
@@ -153,7 +160,8 @@ class StringFormat(Node):
     def run(self, ctx: RunContext) -> Outputs:
         values = {"a": self.a, "b": self.b, "c": self.c, "d": self.d}
         for _, field, _, _ in string.Formatter().parse(self.template):
-            if field is not None and field.split(".")[0].split("[")[0] not in values:
+            # Only the bare names: attribute or index access ({a.__class__}) would reach into objects.
+            if field is not None and field not in values:
                 raise ValueError(f"template placeholder {{{field}}} is not one of {{a}}, {{b}}, {{c}}, {{d}}")
         return self.Outputs(value=self.template.format(**{k: "" if v is None else v for k, v in values.items()}))
 

@@ -1,0 +1,122 @@
+"""Folders that nodes read from and write to, and safe resolution of user-given names inside them.
+
+Models live in one folder per kind under a models root (`models/checkpoints`, `models/vae`, ...);
+extra roots can be added so an existing ComfyUI or A1111 models folder is reused as it is. A name
+is a relative path with forward slashes inside one of those folders; it can never reach outside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+# Sub-folder names of one model kind in the layouts people already have.
+KIND_ALIASES: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints", "Stable-diffusion"),  # ComfyUI, A1111
+    "vae": ("vae", "VAE"),
+    "loras": ("loras", "Lora"),
+}
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class UnsafeName(ValueError):
+    """A user-given name that would reach outside its folder, or is not a plain relative path."""
+
+
+def safe_relative(name: str) -> PurePosixPath:
+    """Check a user-given name is a plain relative path (no absolute path, drive, '..', or NUL)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnsafeName("a file name is required")
+    if "\x00" in name or "\\" in name:
+        raise UnsafeName(f"{name!r}: use forward slashes and no control characters")
+    path = PurePosixPath(name)
+    if path.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeName(f"{name!r}: an absolute path is not allowed; give a name inside the folder")
+    if any(part in ("..", ".") for part in path.parts) or not path.parts:
+        raise UnsafeName(f"{name!r}: '..' and '.' are not allowed in names")
+    return path
+
+
+def resolve_inside(folder: Path, name: str) -> Path:
+    """`folder/name`, refusing anything that would end up outside `folder` (symlinks included)."""
+    relative = safe_relative(name)
+    base = folder.resolve()
+    candidate = (base / relative).resolve()
+    if os.path.commonpath([base, candidate]) != str(base):
+        raise UnsafeName(f"{name!r} resolves outside its folder")
+    return candidate
+
+
+def list_files(folder: Path, extensions: tuple[str, ...]) -> list[str]:
+    """Names (relative, forward slashes) of the files under `folder` with one of `extensions`."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in folder.rglob("*"):
+        if path.suffix.lower() in extensions and path.is_file():
+            names.append(path.relative_to(folder).as_posix())
+    return sorted(names, key=str.lower)
+
+
+@dataclass
+class Folders:
+    """Where models are read from and where images are read and written."""
+
+    models: Path = REPO_ROOT / "models"
+    extra_model_roots: list[Path] = field(default_factory=list)
+    inputs: Path = REPO_ROOT / "input"
+    outputs: Path = REPO_ROOT / "output"
+
+    def model_dirs(self, kind: str) -> list[Path]:
+        """Every folder that holds models of `kind`, ours first."""
+        aliases = KIND_ALIASES.get(kind, (kind,))
+        dirs = [self.models / aliases[0]]
+        for root in self.extra_model_roots:
+            dirs.extend(root / alias for alias in aliases if (root / alias).is_dir())
+        return dirs
+
+    def list_models(self, kind: str) -> list[str]:
+        seen: dict[str, None] = {}
+        for folder in self.model_dirs(kind):
+            for name in list_files(folder, MODEL_EXTENSIONS):
+                seen.setdefault(name, None)
+        return list(seen)
+
+    def model_path(self, kind: str, name: str) -> Path:
+        """The file of model `name` of `kind`: the first folder that has it. Raises FileNotFoundError."""
+        safe_relative(name)
+        for folder in self.model_dirs(kind):
+            candidate = resolve_inside(folder, name)
+            if candidate.is_file():
+                return candidate
+        searched = ", ".join(str(d) for d in self.model_dirs(kind))
+        raise FileNotFoundError(f"no {kind} model named {name!r} (searched {searched})")
+
+    def input_path(self, name: str) -> Path:
+        return resolve_inside(self.inputs, name)
+
+    def output_path(self, name: str) -> Path:
+        return resolve_inside(self.outputs, name)
+
+
+folders = Folders()
+"""The process-wide folders; the CLI and the server configure them at start-up."""
+
+
+def configure(models: Path | None = None, extra_model_roots: list[Path] | None = None,
+              inputs: Path | None = None, outputs: Path | None = None) -> Folders:
+    """Point the process-wide folders somewhere else (command-line options, tests)."""
+    if models is not None:
+        folders.models = Path(models)
+    if extra_model_roots is not None:
+        folders.extra_model_roots = [Path(p) for p in extra_model_roots]
+    if inputs is not None:
+        folders.inputs = Path(inputs)
+    if outputs is not None:
+        folders.outputs = Path(outputs)
+    return folders
