@@ -71,6 +71,7 @@ class Folders:
     extra_model_roots: list[Path] = field(default_factory=list)
     inputs: Path = REPO_ROOT / "input"
     outputs: Path = REPO_ROOT / "output"
+    temp: Path = REPO_ROOT / "temp"  # previews; cleared at start-up by the server
 
     def model_dirs(self, kind: str) -> list[Path]:
         """Every folder that holds models of `kind`, ours first."""
@@ -109,7 +110,7 @@ folders = Folders()
 
 
 def configure(models: Path | None = None, extra_model_roots: list[Path] | None = None,
-              inputs: Path | None = None, outputs: Path | None = None) -> Folders:
+              inputs: Path | None = None, outputs: Path | None = None, temp: Path | None = None) -> Folders:
     """Point the process-wide folders somewhere else (command-line options, tests)."""
     if models is not None:
         folders.models = Path(models)
@@ -119,4 +120,6 @@ def configure(models: Path | None = None, extra_model_roots: list[Path] | None =
         folders.inputs = Path(inputs)
     if outputs is not None:
         folders.outputs = Path(outputs)
+    if temp is not None:
+        folders.temp = Path(temp)
     return folders

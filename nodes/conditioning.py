@@ -1,0 +1,52 @@
+"""Conditioning nodes: prompts encoded by CLIP, and combinations of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+
+
+@node("clip_text_encode", category="conditioning", title="Encode prompt")
+class ClipTextEncode(Node):
+    """Encode a prompt with the checkpoint's CLIP text encoder. Emphasis works as in A1111 and
+    ComfyUI: (word:1.3), (word) for x1.1, [word] for /1.1. Prompts longer than 75 tokens are split
+    into 75-token windows whose encodings are concatenated; BREAK starts a new window."""
+
+    clip: Any = Input(port=ports.CLIP, description="text encoder from a checkpoint")
+    text: str = Input("", multiline=True, description="the prompt")
+    clip_skip: int = Input(1, ge=1, le=12, description="1 uses the last CLIP layer; 2 the one before it (some anime models)")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the encoded prompt")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from nodes.sd.handles import Conditioning, ConditioningEntry
+        from nodes.sd.prompt import encode_prompt
+
+        with torch.inference_mode():
+            embedding, pooled = encode_prompt(None, self.clip.model, self.text, clip_skip=self.clip_skip)
+        entry = ConditioningEntry(embedding.float().cpu(), pooled.float().cpu() if pooled is not None else None)
+        return self.Outputs(conditioning=Conditioning((entry,)))
+
+
+@node("conditioning_combine", category="conditioning", title="Combine conditioning")
+class ConditioningCombine(Node):
+    """Use two prompts at once: the sampler averages their noise predictions (weighted by strength)."""
+
+    a: Any = Input(port=ports.CONDITIONING, description="first prompt")
+    b: Any = Input(port=ports.CONDITIONING, description="second prompt")
+    strength_b: float = Input(1.0, ge=0.0, le=10.0, step=0.05, description="weight of b relative to a")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="both prompts")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        from nodes.sd.handles import Conditioning
+
+        b_entries = tuple(replace(e, strength=e.strength * self.strength_b) for e in self.b.entries)
+        return self.Outputs(conditioning=Conditioning(self.a.entries + b_entries))

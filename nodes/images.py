@@ -1,0 +1,168 @@
+"""Image nodes: VAE decode and encode, load an input image, save or preview PNGs.
+
+IMAGE values are float32 tensors [B, H, W, 3] in [0, 1] on the CPU; MASK values [B, H, W] in [0, 1].
+Saved PNGs carry the workflow that made them (text chunk "workflow"), so dropping one on the editor
+restores the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+from nodes.folders import IMAGE_EXTENSIONS, folders, list_files, resolve_inside
+from nodes.services import services_of
+
+MAX_IMAGE_PIXELS = 8192 * 8192
+WORKFLOW_PNG_KEY = "workflow"  # PNG text chunk holding the workflow JSON
+
+
+def _input_choices() -> list[str]:
+    return list_files(folders.inputs, IMAGE_EXTENSIONS)
+
+
+@node("vae_decode", category="latent", title="VAE decode")
+class VaeDecode(Node):
+    """Turn a latent into pixels with the VAE. Large images are decoded in overlapping tiles so
+    memory stays bounded (tiling: auto switches above 1024x1024)."""
+
+    vae: Any = Input(port=ports.VAE, description="the autoencoder")
+    latent: Any = Input(port=ports.LATENT, description="the latent to decode")
+    tiling: Literal["auto", "always", "never"] = Input("auto", description="decode in tiles")
+
+    class Outputs(NodeOutputs):
+        image: Any = Output(port=ports.IMAGE, description="the decoded images")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from nodes.sd.vae import decode_from_latent
+
+        tiled = {"auto": None, "always": True, "never": False}[self.tiling]
+        with torch.inference_mode():
+            pixels = decode_from_latent(self.vae.model, self.latent.samples, tiled=tiled)
+        image = ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().contiguous()
+        return self.Outputs(image=image)
+
+
+@node("vae_encode", category="latent", title="VAE encode")
+class VaeEncode(Node):
+    """Turn pixels into a latent with the VAE (image-to-image starts from it). Width and height are
+    cropped down to multiples of 8."""
+
+    vae: Any = Input(port=ports.VAE, description="the autoencoder")
+    image: Any = Input(port=ports.IMAGE, description="the images to encode")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="the encoded latent")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from nodes.sd.handles import Latent
+        from nodes.sd.vae import encode_to_latent
+
+        image = self.image
+        height, width = image.shape[1] // 8 * 8, image.shape[2] // 8 * 8
+        if height == 0 or width == 0:
+            raise ValueError(f"the image is {image.shape[2]}x{image.shape[1]}; at least 8x8 is needed")
+        pixels = image[:, :height, :width, :3].permute(0, 3, 1, 2) * 2 - 1
+        with torch.inference_mode():
+            latent = encode_to_latent(self.vae.model, pixels)
+        return self.Outputs(latent=Latent(latent.float().cpu()))
+
+
+@node("load_image", category="image", title="Load image")
+class LoadImage(Node):
+    """Load an image from the input folder (uploads land there). Its alpha channel, if any, becomes
+    the mask (1 where the image is transparent, the part to repaint)."""
+
+    image: str = Input(choices=_input_choices, description="file in the input folder")
+
+    class Outputs(NodeOutputs):
+        image: Any = Output(port=ports.IMAGE, description="the image, RGB")
+        mask: Any = Output(port=ports.MASK, description="1 where the image was transparent")
+
+    @classmethod
+    def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
+        path = services_of(services).folders.input_path(literal_inputs["image"])
+        stat = path.stat()
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import numpy as np
+        import torch
+        from PIL import Image, ImageOps
+
+        path = services_of(ctx).folders.input_path(self.image)
+        with Image.open(path) as opened:
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{self.image} is {opened.width}x{opened.height}; at most {MAX_IMAGE_PIXELS} pixels")
+            picture = ImageOps.exif_transpose(opened)
+            rgba = picture.convert("RGBA")
+        array = torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0)
+        return self.Outputs(image=array[None, :, :, :3].contiguous(), mask=(1.0 - array[None, :, :, 3]).contiguous())
+
+
+_COUNTER = re.compile(r"_(\d{5})_?\.png$")
+
+
+def save_pngs(images: Any, folder: Path, prefix: str, workflow: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Write each image as `{prefix}_{counter:05}_.png` under `folder`, counting on from the
+    highest file already there, with the workflow in a PNG text chunk. Returns the saved names."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    target = resolve_inside(folder, prefix + "_00000_.png")
+    directory, stem = target.parent, target.name[: -len("_00000_.png")]
+    directory.mkdir(parents=True, exist_ok=True)
+    used = [int(m.group(1)) for p in directory.glob(f"{glob_escape(stem)}_*.png") if (m := _COUNTER.search(p.name))]
+    counter = max(used, default=0) + 1
+    info = PngInfo()
+    if workflow is not None:
+        info.add_text(WORKFLOW_PNG_KEY, json.dumps(workflow))
+    saved = []
+    subfolder = directory.relative_to(folder.resolve()).as_posix()
+    for image in images:
+        pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        name = f"{stem}_{counter:05}_.png"
+        Image.fromarray(np.ascontiguousarray(pixels)).save(directory / name, pnginfo=info, compress_level=4)
+        saved.append({"filename": name, "subfolder": "" if subfolder == "." else subfolder})
+        counter += 1
+    return saved
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+@node("save_image", category="image", title="Save image", output=True)
+class SaveImage(Node):
+    """Save images as PNG files in the output folder, with the workflow embedded so the editor can
+    restore it from the file."""
+
+    images: Any = Input(port=ports.IMAGE, description="the images to save")
+    filename_prefix: str = Input("latentgraph", min_length=1, max_length=200,
+                                 description="file name start; may include sub-folders (portraits/me)")
+
+    def run(self, ctx: RunContext) -> None:
+        workflow = ctx.workflow.to_dict() if ctx.workflow is not None else None
+        saved = save_pngs(self.images, services_of(ctx).folders.outputs, self.filename_prefix, workflow)
+        ctx.report(images=[{**s, "type": "output"} for s in saved])
+
+
+@node("preview_image", category="image", title="Preview image", output=True, cacheable=False)
+class PreviewImage(Node):
+    """Show images without keeping them: they go to a temporary folder cleared on restart."""
+
+    images: Any = Input(port=ports.IMAGE, description="the images to show")
+
+    def run(self, ctx: RunContext) -> None:
+        workflow = ctx.workflow.to_dict() if ctx.workflow is not None else None
+        saved = save_pngs(self.images, services_of(ctx).folders.temp, "preview", workflow)
+        ctx.report(images=[{**s, "type": "temp"} for s in saved])

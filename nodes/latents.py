@@ -1,0 +1,70 @@
+"""Latent nodes: empty latents to start from, and resizing."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+
+LATENT_CHANNELS = 4  # SD1.x, SD2.x and SDXL all use 4-channel latents
+DOWNSCALE = 8  # and 8x down-sampling VAEs
+MAX_SIDE = 8192
+
+
+@node("empty_latent", category="latent", title="Empty latent")
+class EmptyLatent(Node):
+    """A blank latent of the image size to generate (text-to-image starts from it)."""
+
+    width: int = Input(512, ge=64, le=MAX_SIDE, step=8, description="image width in pixels (a multiple of 8)")
+    height: int = Input(512, ge=64, le=MAX_SIDE, step=8, description="image height in pixels (a multiple of 8)")
+    batch_size: int = Input(1, ge=1, le=64, description="images per run")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="zeros of shape [batch, 4, height/8, width/8]")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from nodes.sd.handles import Latent
+
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value % DOWNSCALE:
+                raise ValueError(f"{name} must be a multiple of {DOWNSCALE}, got {value}")
+        samples = torch.zeros(self.batch_size, LATENT_CHANNELS, self.height // DOWNSCALE, self.width // DOWNSCALE)
+        return self.Outputs(latent=Latent(samples))
+
+
+@node("latent_upscale", category="latent", title="Upscale latent")
+class LatentUpscale(Node):
+    """Resize a latent (for a hires-fix second pass: upscale, then sample again with denoise < 1).
+    Give a width and height in pixels, or leave them 0 and give scale_by."""
+
+    latent: Any = Input(port=ports.LATENT, description="the latent to resize")
+    method: Literal["nearest-exact", "bilinear", "bicubic", "area"] = Input("nearest-exact", description="interpolation")
+    width: int = Input(0, ge=0, le=MAX_SIDE, step=8, description="target width in pixels; 0 keeps the aspect ratio")
+    height: int = Input(0, ge=0, le=MAX_SIDE, step=8, description="target height in pixels; 0 keeps the aspect ratio")
+    scale_by: float = Input(1.5, gt=0.0, le=8.0, step=0.05, description="used when width and height are both 0")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="the resized latent")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch.nn.functional as F
+
+        from nodes.sd.handles import Latent
+
+        samples = self.latent.samples
+        h, w = samples.shape[-2:]
+        if self.width == 0 and self.height == 0:
+            size = (max(1, round(h * self.scale_by)), max(1, round(w * self.scale_by)))
+        elif self.height == 0:
+            size = (max(1, round(h * self.width / DOWNSCALE / w)), self.width // DOWNSCALE)
+        elif self.width == 0:
+            size = (self.height // DOWNSCALE, max(1, round(w * self.height / DOWNSCALE / h)))
+        else:
+            size = (self.height // DOWNSCALE, self.width // DOWNSCALE)
+        if size[0] * DOWNSCALE > MAX_SIDE or size[1] * DOWNSCALE > MAX_SIDE:
+            raise ValueError(f"the result would be {size[1] * DOWNSCALE}x{size[0] * DOWNSCALE} pixels; at most {MAX_SIDE} a side")
+        antialias = {"antialias": True} if self.method in ("bilinear", "bicubic") else {}
+        resized = F.interpolate(samples, size=size, mode=self.method, **antialias)
+        return self.Outputs(latent=Latent(resized))

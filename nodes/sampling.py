@@ -1,0 +1,139 @@
+"""Sampling nodes: the one-node sampler, and the stages apart (noise, schedule, sampler, guided sampler)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+from nodes.primitives import MAX_SEED
+
+SamplerName = Literal["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
+                      "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_3m_sde", "ddim", "uni_pc", "lcm"]
+ScheduleName = Literal["normal", "karras", "exponential", "simple", "sgm_uniform", "ddim_uniform", "beta"]
+
+
+def _step_reporter(ctx: RunContext):
+    """Sampler step callback: node progress with a cheap latent preview (also a cancel point)."""
+    from nodes.sd.samplers import latent_preview
+
+    def on_step(step: int, total: int, denoised: Any) -> None:
+        ctx.progress(step, total, preview=latent_preview(denoised))
+
+    return on_step
+
+
+@node("ksampler", category="sampling", title="Sampler")
+class KSampler(Node):
+    """Denoise a latent with a prompt: seeded noise, a schedule of noise levels, a sampler and
+    classifier-free guidance in one node. denoise < 1 keeps part of the input latent (img2img)."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    positive: Any = Input(port=ports.CONDITIONING, description="what the image should show")
+    negative: Any = Input(port=ports.CONDITIONING, description="what it should not show")
+    latent: Any = Input(port=ports.LATENT, description="empty latent (txt2img) or encoded image (img2img)")
+    seed: int = Input(0, ge=0, le=MAX_SEED, widget="seed", description="noise seed; the same seed gives the same image on any device")
+    steps: int = Input(20, ge=1, le=1000, description="sampling steps")
+    cfg: float = Input(7.0, ge=0.0, le=100.0, step=0.1, description="guidance scale; 1 disables the negative prompt")
+    sampler: SamplerName = Input("dpmpp_2m", description="the solver")
+    scheduler: ScheduleName = Input("karras", description="how noise levels are spaced")
+    denoise: float = Input(1.0, ge=0.0, le=1.0, step=0.01, description="how much of the latent to replace")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="the denoised latent")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from nodes.sd.handles import Noise, SamplerChoice
+        from nodes.sd.sample import denoise_latents
+        from nodes.sd.schedules import sigmas_for
+
+        if self.denoise == 0:
+            return self.Outputs(latent=self.latent)
+        sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps, self.denoise)
+        with torch.inference_mode():
+            latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
+                                     SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx))
+        return self.Outputs(latent=latent)
+
+
+@node("noise", category="sampling/custom", title="Noise")
+class NoiseNode(Node):
+    """Seeded starting noise for the guided sampler."""
+
+    seed: int = Input(0, ge=0, le=MAX_SEED, widget="seed", description="the seed")
+
+    class Outputs(NodeOutputs):
+        noise: Any = Output(port=ports.NOISE, description="the noise source")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from nodes.sd.handles import Noise
+
+        return self.Outputs(noise=Noise(self.seed))
+
+
+@node("scheduler", category="sampling/custom", title="Schedule")
+class Scheduler(Node):
+    """The noise levels (sigmas) a sampler walks down, from the model's training schedule."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model (its training noise schedule)")
+    schedule: ScheduleName = Input("karras", description="how noise levels are spaced")
+    steps: int = Input(20, ge=1, le=1000, description="sampling steps")
+    denoise: float = Input(1.0, gt=0.0, le=1.0, step=0.01, description="below 1, start part-way down (img2img)")
+
+    class Outputs(NodeOutputs):
+        sigmas: Any = Output(port=ports.SIGMAS, description="steps + 1 noise levels ending in 0")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from nodes.sd.schedules import sigmas_for
+
+        return self.Outputs(sigmas=sigmas_for(self.schedule, self.model.schedule, self.steps, self.denoise))
+
+
+@node("sampler_select", category="sampling/custom", title="Sampler choice")
+class SamplerSelect(Node):
+    """Pick a sampler and its options for the guided sampler."""
+
+    sampler: SamplerName = Input("euler", description="the solver")
+    eta: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="ancestral/SDE noise amount (0 makes them deterministic)")
+    s_noise: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="scale of the added noise")
+
+    class Outputs(NodeOutputs):
+        sampler: Any = Output(port=ports.SAMPLER, description="the sampler")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import inspect
+
+        from nodes.sd.handles import SamplerChoice
+        from nodes.sd.samplers import SAMPLERS
+
+        accepted = inspect.signature(SAMPLERS[self.sampler]).parameters
+        options = {k: v for k, v in (("eta", self.eta), ("s_noise", self.s_noise)) if k in accepted}
+        return self.Outputs(sampler=SamplerChoice(self.sampler, options))
+
+
+@node("guided_sampler", category="sampling/custom", title="Guided sampler")
+class GuidedSampler(Node):
+    """Sample with the stages chosen apart: noise, sigmas and sampler from their own nodes."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    positive: Any = Input(port=ports.CONDITIONING, description="what the image should show")
+    negative: Any = Input(port=ports.CONDITIONING, description="what it should not show")
+    noise: Any = Input(port=ports.NOISE, description="starting noise")
+    sampler: Any = Input(port=ports.SAMPLER, description="the solver")
+    sigmas: Any = Input(port=ports.SIGMAS, description="the noise levels to walk")
+    latent: Any = Input(port=ports.LATENT, description="empty latent or encoded image")
+    cfg: float = Input(7.0, ge=0.0, le=100.0, step=0.1, description="guidance scale")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="the denoised latent")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from nodes.sd.sample import denoise_latents
+
+        with torch.inference_mode():
+            latent = denoise_latents(self.model, self.positive, self.negative, self.latent, self.noise, self.sigmas,
+                                     self.sampler, self.cfg, _step_reporter(ctx))
+        return self.Outputs(latent=latent)

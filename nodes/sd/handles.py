@@ -1,0 +1,106 @@
+"""The values that travel along Stable Diffusion links, one small class per port type.
+
+MODEL → DiffusionModel, CLIP → TextEncoder, VAE → Vae, CONDITIONING → Conditioning,
+LATENT → Latent, NOISE → Noise, SAMPLER → SamplerChoice, SIGMAS → a 1-D float tensor,
+IMAGE → a float32 tensor [B, H, W, 3] in [0, 1] on the CPU, MASK → float32 [B, H, W] in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nodes.sd.schedules import NoiseSchedule
+
+
+@dataclass(eq=False)
+class DiffusionModel:
+    """A U-Net with what it needs to denoise: its training noise schedule and prediction type."""
+
+    unet: torch.nn.Module
+    schedule: NoiseSchedule
+    prediction_type: str
+    family: str
+    latent_channels: int
+    source: str  # the checkpoint's name, for messages
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The U-Net as a noise predictor in its own device and dtype, returning x's dtype."""
+        out = self.unet(x.to(self.device, self.dtype), t.to(self.device, self.dtype), context.to(self.device, self.dtype))
+        return out.to(x.dtype)
+
+
+@dataclass(eq=False)
+class TextEncoder:
+    """The CLIP text model of a checkpoint (the tokenizer is shared and ships with the package)."""
+
+    model: torch.nn.Module
+    family: str
+    source: str
+
+
+@dataclass(eq=False)
+class Vae:
+    """An autoencoder with its latent scaling factor (in `model.config`)."""
+
+    model: torch.nn.Module
+    source: str
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.model.config.scaling_factor)
+
+
+@dataclass(frozen=True, eq=False)
+class ConditioningEntry:
+    """One encoded prompt: token embeddings [1, tokens, dim], pooled [1, dim], and its weight when
+    several prompts are combined."""
+
+    embedding: torch.Tensor
+    pooled: torch.Tensor | None = None
+    strength: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """One or more encoded prompts; several are averaged (by strength) in the noise prediction."""
+
+    entries: tuple[ConditioningEntry, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Latent:
+    """Latents [B, C, H/8, W/8] in the U-Net's (scaled) latent space, float32 on the CPU."""
+
+    samples: torch.Tensor
+    noise_mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Seeded starting noise: the same seed gives the same noise on any device."""
+
+    seed: int
+
+    def generate(self, latent: torch.Tensor) -> torch.Tensor:
+        from nodes.sd.samplers import initial_noise
+
+        return initial_noise(latent.shape, self.seed)
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """A sampler by name with its options (eta, s_noise, ...)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
