@@ -223,10 +223,32 @@ def command_run(args: argparse.Namespace, reg: NodeRegistry) -> int:
 
 
 def _services(args: argparse.Namespace) -> Any:
-    return None
+    """Folders, device and precision for the node library, from the command line."""
+    from nodes.folders import configure
+    from nodes.services import Services
+
+    folders = configure(models=args.models_dir, extra_model_roots=args.extra_models_dir or None,
+                        inputs=args.input_dir, outputs=args.output_dir)
+    return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle)
+
+
+def add_folder_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run or validate workflows against the model folders."""
+    group = parser.add_argument_group("folders and device")
+    group.add_argument("--models-dir", type=Path, metavar="DIR", help="models root (default: ./models)")
+    group.add_argument("--extra-models-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="another models root to search, e.g. an existing ComfyUI or A1111 models folder")
+    group.add_argument("--input-dir", type=Path, metavar="DIR", help="input images (default: ./input)")
+    group.add_argument("--output-dir", type=Path, metavar="DIR", help="saved images (default: ./output)")
+    group.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1 or cpu (default: cuda when present)")
+    group.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                       help="model precision (default: fp16 on CUDA, fp32 on the CPU)")
+    group.add_argument("--allow-pickle", action="store_true",
+                       help="also load .ckpt/.pt checkpoints, with torch's weights-only loader")
 
 
 def command_validate(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    _services(args)  # the folders that choices (checkpoint names, input images) are checked against
     document = _read_workflow(args.workflow)
     graph, issues = find_issues(document, reg, args.output or None)
     if args.json:
@@ -272,12 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bound of the output cache (default 4GiB)")
     run.add_argument("--json", action="store_true", help="print a JSON summary of each run")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    add_folder_options(run)
     run.set_defaults(handler=command_run)
 
     validate = sub.add_parser("validate", help="check a workflow and list every problem (exit 1 if any)")
     validate.add_argument("workflow")
     validate.add_argument("--output", action="append", default=[], metavar="NODE")
     validate.add_argument("--json", action="store_true", help="print the problems as JSON")
+    add_folder_options(validate)
     validate.set_defaults(handler=command_validate)
 
     nodes_ = sub.add_parser("nodes", help="print the node catalog as JSON")
