@@ -35,8 +35,11 @@ class DiffusionModel:
         return next(self.unet.parameters()).dtype
 
     def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The U-Net as a noise predictor in its own device and dtype, returning x's dtype."""
-        out = self.unet(x.to(self.device, self.dtype), t.to(self.device, self.dtype), context.to(self.device, self.dtype))
+        """The U-Net as a noise predictor in its own device and dtype, returning x's dtype.
+
+        Timesteps stay float32: fractional timesteps would be rounded in half precision (the U-Net
+        embeds them in float32 itself)."""
+        out = self.unet(x.to(self.device, self.dtype), t.to(self.device, torch.float32), context.to(self.device, self.dtype))
         return out.to(x.dtype)
 
 

@@ -1,0 +1,378 @@
+"""Load and save single-file Stable Diffusion checkpoints in the LDM layout.
+
+A checkpoint is one `.safetensors` file with the U-Net under `model.diffusion_model.`, the VAE
+under `first_stage_model.` and the text encoder under `cond_stage_model.` (SD1.x). Loading reads
+the header, detects the family and infers every config from tensor shapes, checks that the file
+and the modules agree key for key (before reading any tensor data), then builds the modules on
+the meta device (no memory) and fills them one tensor at a time from the memory-mapped file, so
+the weights exist once in memory, not twice. Half-precision files are upcast to float32 on CPU,
+where half-precision compute is slow and poorly supported.
+
+Pickle checkpoints (.ckpt, .pt, .pth, .bin) can run arbitrary code when unpickled; they are
+refused unless the caller allows them, and then read only with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+from transformers import CLIPTextModel
+
+from nodes.sd import text_encoder as clip
+from nodes.sd.families import (
+    SCALING_FACTOR_METADATA_KEY,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    CheckpointError,
+    ModelFamily,
+    UnsupportedCheckpoint,
+    scaling_factor_from_metadata,
+    describe_foreign_keys,
+    detect_family,
+    ensure_supported,
+    infer_vae_config,
+)
+from nodes.sd.unet import UNetModel
+from nodes.sd.vae import AutoencoderKL, VAEConfig
+
+__all__ = [
+    "CheckpointError",
+    "UnsupportedCheckpoint",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "load_vae",
+    "save_checkpoint",
+    "resolve_dtype",
+]
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+# Keys inside the model prefixes that are not weights of our modules and are skipped on purpose:
+# the VAE's training loss (LPIPS, discriminator) that some full checkpoints carry, and CLIP's
+# position_ids, which is rebuilt (see text_encoder.finish_text_encoder).
+IGNORED_PREFIXES = (
+    VAE_PREFIX + "loss.",
+    "loss.",
+    clip.SD1_TEXT_ENCODER_PREFIX + "embeddings.position_ids",
+)
+
+# VAE tensors in a standalone VAE file (no `first_stage_model.` prefix).
+VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """The three models of a checkpoint, in eval mode with gradients off, and what they are."""
+
+    unet: UNetModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    family: ModelFamily
+    path: Path
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_dtype(device: torch.device | str, dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype models get on `device`: float32 on CPU whatever was asked for half precision;
+    with dtype None, float16 on GPUs and float32 elsewhere."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.float32 if dtype in (None, torch.float16, torch.bfloat16) else dtype
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return dtype
+
+
+@dataclass
+class _TensorFile:
+    """A model file's tensors by key, read one at a time; shapes and metadata without reading data."""
+
+    shapes: dict[str, tuple[int, ...]]
+    read: Callable[[str], torch.Tensor]
+    metadata: dict[str, str]
+    description: str  # how messages name the file
+
+
+@contextmanager
+def open_tensor_file(path: str | os.PathLike, allow_pickle: bool = False) -> Iterator[_TensorFile]:
+    """Open a .safetensors file memory-mapped (or, if allowed, a pickle checkpoint).
+
+    Raises FileNotFoundError for a missing path and CheckpointError for anything unreadable, with
+    a message that says what the file is and what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.is_dir():
+        hint = " (it looks like a diffusers model folder)" if (path / "model_index.json").exists() else ""
+        raise CheckpointError(f"{path} is a folder{hint}; Latentgraph loads single-file .safetensors checkpoints")
+
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        _refuse_pickle_unless(allow_pickle, path, f"a pickle checkpoint ({path.suffix})")
+        yield _open_pickle(path)
+        return
+
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError) as error:
+        if not _looks_like_torch_save(path):
+            raise CheckpointError(
+                f"{path.name} is not a readable safetensors file ({error}). A download that stopped early "
+                "leaves a truncated file; download it again."
+            ) from error
+        handle = None
+    if handle is None:
+        _refuse_pickle_unless(allow_pickle, path, "a PyTorch pickle file despite its name")
+        yield _open_pickle(path)
+        return
+    with handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        yield _TensorFile(shapes, handle.get_tensor, dict(handle.metadata() or {}), path.name)
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (torch >= 1.6) or, before that, a bare pickle stream."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:3] == b"\x80\x02\x8a"
+
+
+def _refuse_pickle_unless(allowed: bool, path: Path, what: str) -> None:
+    if not allowed:
+        raise CheckpointError(
+            f"{path.name} is {what}. Pickle files can run arbitrary code when loaded, so they are refused "
+            "by default: convert it to .safetensors, or pass allow_pickle=True to read it with "
+            "torch.load(weights_only=True), which accepts only tensors and plain containers."
+        )
+
+
+def _open_pickle(path: Path) -> _TensorFile:
+    try:
+        # mmap keeps the tensors in the file until read; it needs the zip format (torch >= 1.6).
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path.name} holds Python objects other than tensors, which weights_only loading refuses "
+            f"({error}); convert it to .safetensors with a tool you trust"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"{path.name} is not a readable PyTorch checkpoint ({error})") from error
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path.name} does not hold a state dict (found {type(loaded).__name__})")
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    return _TensorFile({key: tuple(t.shape) for key, t in tensors.items()}, tensors.__getitem__, {}, path.name)
+
+
+@dataclass
+class _Part:
+    """One model of the file: the module (on meta) and how its keys are named in the file."""
+
+    name: str
+    module: nn.Module
+    file_prefix: str  # every key of this part in the file starts with it
+    to_file_key: Callable[[str], str]
+
+
+def _key_problems(part: _Part, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Missing, unexpected and wrongly shaped tensors of one part, as sentences."""
+    expected = {part.to_file_key(key): tensor for key, tensor in part.module.state_dict().items()}
+    present = {
+        key for key in shapes if key.startswith(part.file_prefix) and not key.startswith(IGNORED_PREFIXES)
+    }
+    problems = []
+    missing = sorted(expected.keys() - present)
+    unexpected = sorted(present - expected.keys())
+    wrong_shape = sorted(
+        f"{key} {list(shapes[key])} (expected {list(expected[key].shape)})"
+        for key in expected.keys() & present
+        if tuple(shapes[key]) != tuple(expected[key].shape)
+    )
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", wrong_shape)):
+        if names:
+            shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+            problems.append(f"{part.name}: {len(names)} tensor{'s' if len(names) != 1 else ''} {label}: {shown}")
+    return problems
+
+
+def _place(module: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    """Put `tensor` in place of the parameter or buffer `key` (replacing its meta placeholder)."""
+    owner_name, _, leaf = key.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+    else:
+        owner._buffers[leaf] = tensor
+
+
+def _fill(part: _Part, source: _TensorFile, device: torch.device, dtype: torch.dtype) -> None:
+    """Read the part's tensors one by one into its module: the file is read once, never held twice."""
+    for key in part.module.state_dict().keys():
+        tensor = source.read(part.to_file_key(key))
+        if tensor.is_floating_point():
+            tensor = tensor.to(device=device, dtype=dtype)
+        else:
+            tensor = tensor.to(device=device)
+        _place(part.module, key, tensor)
+
+
+def _check_and_fill(parts: list[_Part], source: _TensorFile, device: torch.device, dtypes: list[torch.dtype]) -> None:
+    problems = [problem for part in parts for problem in _key_problems(part, source.shapes)]
+    if problems:
+        raise CheckpointError(
+            f"{source.description} does not match the model its shapes describe:\n  " + "\n  ".join(problems)
+        )
+    for part, dtype in zip(parts, dtypes):
+        _fill(part, source, device, dtype)
+        part.module.eval().requires_grad_(False)
+
+
+def _prefixed(prefix: str) -> Callable[[str], str]:
+    return lambda key: prefix + key
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    prediction_type: str | None = None,
+    allow_pickle: bool = False,
+) -> LoadedCheckpoint:
+    """Load a single-file LDM checkpoint's U-Net, VAE and text encoder.
+
+    device / dtype: where the weights go; see `resolve_dtype` (CPU is always float32). With dtype
+        None on a GPU the VAE stays float32, because SD VAEs can overflow in float16.
+    prediction_type: "epsilon" or "v_prediction"; None means epsilon (weights cannot tell).
+    allow_pickle: read .ckpt/.pt files with torch.load(weights_only=True) instead of refusing them.
+    Raises CheckpointError (not a checkpoint, unreadable, keys that do not match) or its subclass
+    UnsupportedCheckpoint (a family this version does not load yet).
+    """
+    path = Path(path)
+    device = torch.device(device)
+    model_dtype = resolve_dtype(device, dtype)
+    vae_dtype = resolve_dtype(device, dtype if dtype is not None else torch.float32)
+
+    with open_tensor_file(path, allow_pickle) as source:
+        family = detect_family(source.shapes, source.metadata, prediction_type, source=path.name)
+        ensure_supported(family, source=path.name)
+        assert family.text_encoder is not None  # SD1.x always has one
+
+        with torch.device("meta"):
+            unet = UNetModel(family.unet)
+            vae = AutoencoderKL(family.vae)
+            text_encoder = clip.build_text_encoder(family.text_encoder)
+        parts = [
+            _Part("U-Net", unet, UNET_PREFIX, _prefixed(UNET_PREFIX)),
+            _Part("VAE", vae, VAE_PREFIX, _prefixed(VAE_PREFIX)),
+            _Part(
+                "text encoder",
+                text_encoder,
+                clip.SD1_TEXT_ENCODER_PREFIX,
+                lambda key: clip.file_key(text_encoder, key),
+            ),
+        ]
+        _check_and_fill(parts, source, device, [model_dtype, vae_dtype, model_dtype])
+        clip.finish_text_encoder(text_encoder, device)
+        metadata = dict(source.metadata)
+
+    return LoadedCheckpoint(unet, vae, text_encoder, family, path, metadata)
+
+
+def load_vae(
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    scaling_factor: float | None = None,
+    allow_pickle: bool = False,
+) -> AutoencoderKL:
+    """Load a standalone VAE file (keys `encoder.*`, `decoder.*`, ...; e.g. models/vae/*.safetensors).
+
+    A full checkpoint works too: its `first_stage_model.*` VAE is taken. The architecture of SD1.x,
+    SD2.x and SDXL VAEs is the same, so the scaling factor cannot come from the weights: it is
+    `scaling_factor` if given, else the file's `latentgraph.vae_scaling_factor` metadata, else
+    SD1.x/2.x's 0.18215 (pass 0.13025 for an SDXL VAE). dtype None means float32 everywhere.
+    """
+    path = Path(path)
+    device = torch.device(device)
+    vae_dtype = resolve_dtype(device, dtype if dtype is not None else torch.float32)
+
+    with open_tensor_file(path, allow_pickle) as source:
+        if "encoder.conv_in.weight" in source.shapes:
+            prefix = ""
+        elif VAE_PREFIX + "encoder.conv_in.weight" in source.shapes:
+            prefix = VAE_PREFIX
+        else:
+            raise CheckpointError(f"{path.name} is not a VAE: {describe_foreign_keys(source.shapes)}")
+        if scaling_factor is None:
+            scaling_factor = scaling_factor_from_metadata(source.metadata, path.name) or VAEConfig.scaling_factor
+        config = replace(infer_vae_config(source.shapes, prefix), scaling_factor=scaling_factor)
+
+        with torch.device("meta"):
+            vae = AutoencoderKL(config)
+        if prefix:
+            parts = [_Part("VAE", vae, prefix, _prefixed(prefix))]
+        else:
+            # A standalone file has no common prefix: compare only its VAE-looking keys, so extras
+            # such as EMA bookkeeping are ignored as they are in full checkpoints.
+            parts = [_Part("VAE", vae, "", lambda key: key)]
+            source = _TensorFile(
+                {key: shape for key, shape in source.shapes.items() if key.startswith(VAE_PARTS)},
+                source.read,
+                source.metadata,
+                source.description,
+            )
+        _check_and_fill(parts, source, device, [vae_dtype])
+    return vae
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    unet: UNetModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    metadata: Mapping[str, str] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write the three models as one LDM-layout .safetensors checkpoint that `load_checkpoint` reads.
+
+    metadata: extra string -> string header entries, e.g. {"latentgraph.vae_scaling_factor": "0.2"}.
+    dtype: convert floating tensors (e.g. torch.float16 to halve the file); None keeps them as they are.
+    The file is written next to its destination and renamed into place, so an interrupted save
+    never leaves a truncated checkpoint under the final name.
+    """
+    path = Path(path)
+    entries = metadata or {}
+    bad = [key for key, value in entries.items() if not isinstance(key, str) or not isinstance(value, str)]
+    if bad:
+        raise TypeError(f"safetensors metadata must map strings to strings; not so for {bad}")
+    if SCALING_FACTOR_METADATA_KEY in entries:
+        scaling_factor_from_metadata(entries, "metadata")  # fail now, not at load time
+
+    def prepared(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        return tensor.contiguous()
+
+    tensors: dict[str, torch.Tensor] = {}
+    for key, tensor in unet.state_dict().items():
+        tensors[UNET_PREFIX + key] = prepared(tensor)
+    for key, tensor in vae.state_dict().items():
+        tensors[VAE_PREFIX + key] = prepared(tensor)
+    for key, tensor in text_encoder.state_dict().items():
+        tensors[clip.file_key(text_encoder, key)] = prepared(tensor)
+
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata={"format": "pt", **entries})
+    os.replace(partial, path)
+    return path
