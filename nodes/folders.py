@@ -43,10 +43,14 @@ def safe_relative(name: str) -> PurePosixPath:
 
 
 def resolve_inside(folder: Path, name: str) -> Path:
-    """`folder/name`, refusing anything that would end up outside `folder` (symlinks included)."""
+    """`folder/name`, refusing any name that would lead outside `folder`.
+
+    The check is on the name, not on where links point: a symlink the user put in their models
+    folder (to a big drive, say) is theirs to make, but a name can never climb out.
+    """
     relative = safe_relative(name)
     base = folder.resolve()
-    candidate = (base / relative).resolve()
+    candidate = Path(os.path.normpath(base / relative))
     if os.path.commonpath([base, candidate]) != str(base):
         raise UnsafeName(f"{name!r} resolves outside its folder")
     return candidate
