@@ -210,3 +210,25 @@ def test_an_odd_latent_size_is_refused_by_validation(sd_executor):
     with pytest.raises(WorkflowInvalid) as caught:
         sd_executor.run(txt2img(**{"latent.width": 32}))
     assert caught.value.issues[0].code == "out_of_bounds"
+
+
+def test_cli_seed_sweep_reloads_nothing_and_reencodes_no_prompt_after_the_first_value(sd_folders, tmp_path):
+    from latentgraph.cli import main
+
+    events_file = tmp_path / "e.jsonl"
+    code = main(["run", str(ROOT / "workflows" / "txt2img.json"), "-q",
+                 "--set", f"latent.width={SIZE}", "--set", f"latent.height={SIZE}", "--set", "sampler.steps=3",
+                 "--sweep", "sampler.seed=1,2,3", "--events", str(events_file),
+                 "--models-dir", str(sd_folders.models), "--output-dir", str(tmp_path / "out")])
+    assert code == 0
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    runs: list[list[str]] = []
+    for event in events:
+        if event["type"] == "run_started":
+            runs.append([])
+        elif event["type"] == "node_started":
+            runs[-1].append(event["data"]["node"])
+    assert len(runs) == 3
+    assert {"checkpoint", "positive", "negative"} <= set(runs[0])
+    assert runs[1] == runs[2] == ["sampler", "decode", "save"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"txt2img_0000{i}_.png" for i in (1, 2, 3)]
