@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/latentgraph run workflows/arithmetic.json
+	$(VENV)/bin/latentgraph serve
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""The `latentgraph` command: run, validate, list nodes, print the workflow schema.
+"""The `latentgraph` command: run, validate, serve, list nodes, print the workflow schema.
 
 Exit codes: 0 success, 1 validation or run failure, 2 usage (bad arguments, unreadable file).
 """
@@ -276,6 +276,32 @@ def command_schema(args: argparse.Namespace, reg: NodeRegistry) -> int:
     return EXIT_OK
 
 
+def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    import os
+
+    from server import ConfigError, ServerConfig, serve
+    from server.config import TOKEN_ENV
+
+    config = ServerConfig(
+        host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV) or None,
+        allowed_origins=args.allow_origin, allowed_hosts=args.allow_host,
+        models_dir=args.models_dir, extra_model_roots=args.extra_models_dir, input_dir=args.input_dir,
+        output_dir=args.output_dir, temp_dir=args.temp_dir, device=args.device, precision=args.precision,
+        allow_pickle=args.allow_pickle, cache_bytes=args.cache_size, max_upload_bytes=args.max_upload,
+        clear_temp=not args.keep_temp,
+    )
+    if args.user_dir is not None:
+        config.user_dir = args.user_dir
+    if args.web_dir is not None:
+        config.web_dir = args.web_dir
+    try:
+        config.check()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    serve(config, registry=reg, log_level=args.log_level)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentgraph", description="Latentgraph: a node-graph engine for Stable Diffusion.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -307,6 +333,32 @@ def build_parser() -> argparse.ArgumentParser:
     nodes_ = sub.add_parser("nodes", help="print the node catalog as JSON")
     nodes_.add_argument("--type", action="append", metavar="TYPE", help="only these node types")
     nodes_.set_defaults(handler=command_nodes)
+
+    serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor",
+                           description="Serve the API, the websocket and the editor. Listens on 127.0.0.1 unless "
+                                       "--host says otherwise; any other address needs an API token.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8188, help="port (default 8188)")
+    serve.add_argument("--token", metavar="TOKEN",
+                       help="API token required on every request (default: $LATENTGRAPH_TOKEN; "
+                            "required when --host is not a loopback address)")
+    serve.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="another origin whose pages may use the API, e.g. the editor's dev server "
+                            "http://localhost:5173; repeatable")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="another host name requests may use on loopback (default: localhost, 127.0.0.1, ::1)")
+    serve.add_argument("--user-dir", type=Path, metavar="DIR",
+                       help="run history (runs.sqlite) and saved workflows (default: ./user)")
+    serve.add_argument("--temp-dir", type=Path, metavar="DIR", help="preview images, cleared at start-up (default: ./temp)")
+    serve.add_argument("--keep-temp", action="store_true", help="do not clear the temp folder at start-up")
+    serve.add_argument("--web-dir", type=Path, metavar="DIR", help="the editor's built files (default: web/dist)")
+    serve.add_argument("--cache-size", type=parse_size, default=parse_size("4GiB"), metavar="SIZE",
+                       help="bound of the output cache (default 4GiB)")
+    serve.add_argument("--max-upload", type=parse_size, default=parse_size("32MiB"), metavar="SIZE",
+                       help="largest image upload (default 32MiB)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_folder_options(serve)
+    serve.set_defaults(handler=command_serve)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the workflow format")
     schema.set_defaults(handler=command_schema)

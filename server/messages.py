@@ -1,0 +1,92 @@
+"""The websocket's wire format: run events as JSON, step previews as small base64 JPEGs inside them.
+
+Every message is one JSON text frame `{"type", "data", ...}`. Run events also carry `run_id`,
+`seq` (1, 2, 3... per run, in order, so a client can spot gaps and drop repeats after a replay)
+and `timestamp` (seconds since the epoch). A `node_progress` event with a preview carries
+
+    "preview": {"mime": "image/jpeg", "width": 64, "height": 64, "data": "<base64 JPEG>"}
+
+in its data. Previews are encoded here, in the worker's thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from engine import Event
+
+TERMINAL_EVENTS = frozenset({"run_finished", "run_cancelled", "run_interrupted"})
+PREVIEW_QUALITY = 80
+
+
+def dumps(message: Any) -> str:
+    return json.dumps(message, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    """One run event, ready to send (`text`, preview included) and to store (`record`, without it)."""
+
+    run_id: str
+    seq: int
+    type: str
+    record: dict[str, Any]  # {type, run_id, seq, timestamp, data}; a preview only as {width, height}
+    text: str
+    preview: dict[str, Any] | None = None  # the encoded preview that `text` carries
+
+    @property
+    def has_preview(self) -> bool:
+        return self.preview is not None
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+
+def encode_preview(image: Any, max_side: int) -> dict[str, Any] | None:
+    """A PIL image (or already-encoded JPEG bytes) as the wire's preview object."""
+    if isinstance(image, (bytes, bytearray)):  # a remote worker may send it encoded
+        from PIL import Image
+
+        with Image.open(io.BytesIO(image)) as opened:
+            width, height = opened.size
+        return {"mime": "image/jpeg", "width": width, "height": height, "data": base64.b64encode(image).decode()}
+    if not hasattr(image, "save") or not hasattr(image, "size"):
+        return None
+    if max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
+    width, height = image.size
+    return {"mime": "image/jpeg", "width": width, "height": height, "data": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def run_message(event: Event, seq: int, preview_max_side: int = 256) -> RunMessage:
+    """Turn an executor event into its wire and stored forms."""
+    data = event.data
+    preview = data.get("preview")
+    record = {"type": event.type, "run_id": event.run_id, "seq": seq, "timestamp": event.timestamp, "data": data}
+    if preview is None:
+        text = dumps(record)
+        return RunMessage(event.run_id, seq, event.type, record, text)
+    encoded = encode_preview(preview, preview_max_side)
+    wire_data = {**data, "preview": encoded}
+    text = dumps({**record, "data": wire_data})
+    stored_data = {**data, "preview": {"width": encoded["width"], "height": encoded["height"]} if encoded else None}
+    return RunMessage(event.run_id, seq, event.type, {**record, "data": stored_data}, text, encoded)
+
+
+def server_event(run_id: str, seq: int, kind: str, data: dict[str, Any]) -> RunMessage:
+    """An event the server itself emits for a run (run_queued, run_cancelled of a queued run,
+    run_interrupted, run_finished of a run that failed validation when it was taken)."""
+    return run_message(Event(kind, run_id, data), seq)
+
+
+__all__ = ["RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "run_message", "server_event"]

@@ -1,0 +1,191 @@
+"""The queue of runs: priority first, then first come first served; reorderable; persisted.
+
+Thread-safe: HTTP handlers submit, reorder and cancel on the event loop while workers `take` in
+their threads. The order of queued runs is kept in the store's `position` column, so a restart
+resumes them in the same order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from engine import CancelToken
+from server.store import RUNNING, RunRecord, RunStore
+
+
+@dataclass
+class ActiveRun:
+    """A run a worker took from the queue, with the token that cancels it."""
+
+    record: RunRecord
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+class NotPending(LookupError):
+    """The named runs are not waiting in the queue (unknown, running or finished)."""
+
+    def __init__(self, run_ids: list[str]) -> None:
+        self.run_ids = run_ids
+        super().__init__(", ".join(run_ids))
+
+
+class RunQueue:
+    def __init__(self, store: RunStore, on_change: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.on_change = on_change
+        self._pending: list[RunRecord] = []  # in the order they will run
+        self._running: dict[str, ActiveRun] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def load(self) -> int:
+        """Take up the runs the store holds as queued (after a restart). Returns how many."""
+        with self._cond:
+            self._pending = self.store.pending()
+            self._renumber()
+            self._cond.notify_all()
+            return len(self._pending)
+
+    # --- the submitting side ---------------------------------------------------------------------
+
+    def submit(self, run: RunRecord) -> int:
+        """Queue a run (already in the store) behind every run of the same or higher priority.
+        Returns how many runs are ahead of it in the queue."""
+        with self._cond:
+            index = next((i for i, r in enumerate(self._pending) if r.priority < run.priority), len(self._pending))
+            self._pending.insert(index, run)
+            self._place(index)
+            self._cond.notify()
+        self.on_change()
+        return index
+
+    def reorder(self, run_ids: Iterable[str]) -> None:
+        """Move the given queued runs to the front, in the given order; the others keep theirs."""
+        run_ids = list(dict.fromkeys(run_ids))
+        with self._cond:
+            by_id = {r.id: r for r in self._pending}
+            missing = [i for i in run_ids if i not in by_id]
+            if missing:
+                raise NotPending(missing)
+            chosen = set(run_ids)
+            self._pending = [by_id[i] for i in run_ids] + [r for r in self._pending if r.id not in chosen]
+            self._renumber()
+        self.on_change()
+
+    def remove(self, run_id: str) -> RunRecord | None:
+        """Take a queued run out of the queue (the caller records it as cancelled)."""
+        with self._cond:
+            for index, run in enumerate(self._pending):
+                if run.id == run_id:
+                    del self._pending[index]
+                    break
+            else:
+                return None
+        self.on_change()
+        return run
+
+    def remove_all(self) -> list[RunRecord]:
+        with self._cond:
+            removed, self._pending = self._pending, []
+        if removed:
+            self.on_change()
+        return removed
+
+    def cancel_running(self, run_id: str) -> bool:
+        """Ask a running run to stop (it stops at its next cancel point). False if it is not running."""
+        with self._cond:
+            active = self._running.get(run_id)
+        if active is None:
+            return False
+        active.cancel.cancel()
+        return True
+
+    def cancel_all_running(self) -> None:
+        with self._cond:
+            for active in self._running.values():
+                active.cancel.cancel()
+
+    # --- the worker side -------------------------------------------------------------------------
+
+    def take(self, timeout: float | None = None) -> ActiveRun | None:
+        """The next run, marked running; waits up to `timeout` seconds. None on timeout or close."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._pending and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            if self._closed:
+                return None
+            run = self._pending.pop(0)
+            run.status, run.started, run.position = RUNNING, time.time(), None
+            self.store.update(run.id, status=RUNNING, started=run.started, position=None)
+            active = self._running[run.id] = ActiveRun(run)
+        self.on_change()
+        return active
+
+    def done(self, run_id: str) -> None:
+        """The worker is through with a run (its final state is already stored)."""
+        with self._cond:
+            self._running.pop(run_id, None)
+        self.on_change()
+
+    def close(self) -> None:
+        """Wake every waiting worker; `take` returns None from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[list[RunRecord], list[RunRecord]]:
+        """(running, queued in order): copies of the lists, safe to read anywhere."""
+        with self._cond:
+            return [a.record for a in self._running.values()], list(self._pending)
+
+    def position(self, run_id: str) -> int | None:
+        """How many queued runs are ahead of this one, or None if it is not queued."""
+        with self._cond:
+            return next((i for i, r in enumerate(self._pending) if r.id == run_id), None)
+
+    def is_running(self, run_id: str) -> bool:
+        with self._cond:
+            return run_id in self._running
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    # --- positions -------------------------------------------------------------------------------
+
+    def _place(self, index: int) -> None:
+        """Give the run at `index` a position between its neighbours' (one row written), or
+        renumber everything when floats run out of room between them."""
+        run = self._pending[index]
+        before = self._pending[index - 1].position if index > 0 else None
+        after = self._pending[index + 1].position if index + 1 < len(self._pending) else None
+        if before is None and after is None:
+            position = 0.0
+        elif after is None:
+            position = before + 1.0
+        elif before is None:
+            position = after - 1.0
+        else:
+            position = (before + after) / 2
+            if not before < position < after:
+                self._renumber()
+                return
+        run.position = position
+        self.store.set_positions([(run.id, position)])
+
+    def _renumber(self) -> None:
+        for index, run in enumerate(self._pending):
+            run.position = float(index)
+        self.store.set_positions((r.id, r.position) for r in self._pending)
+
+
+__all__ = ["ActiveRun", "NotPending", "RunQueue"]

@@ -1,0 +1,115 @@
+"""Runs as the API sees them: submit (validated), cancel, remove from the queue, read, forget.
+
+It ties the store (what is recorded), the queue (what waits) and the hub (who is told) together,
+so the routes stay thin and the order of those steps is decided in one place.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import replace
+from typing import Any, Iterable
+
+from engine import NodeRegistry, WorkflowInvalid, find_issues
+from server.errors import ApiError
+from server.hub import EventHub
+from server.messages import server_event
+from server.run_queue import RunQueue
+from server.store import CANCELLED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunRecord, RunStore
+
+
+class RunService:
+    def __init__(self, store: RunStore, queue: RunQueue, hub: EventHub, registry: NodeRegistry) -> None:
+        self.store = store
+        self.queue = queue
+        self.hub = hub
+        self.registry = registry
+
+    def recover(self) -> tuple[list[str], int]:
+        """At start-up: mark runs the last process left running as interrupted (with a
+        run_interrupted event) and queue again the runs that were waiting. Returns both."""
+        interrupted = self.store.recover()
+        self.store.add_events([
+            server_event(run_id, self.store.last_seq(run_id) + 1, "run_interrupted",
+                         {"reason": "the server stopped while this run was running"}).record
+            for run_id in interrupted])
+        return interrupted, self.queue.load()
+
+    def submit(self, workflow: Any, *, client_id: str | None = None, priority: int = 0,
+               outputs: list[str] | None = None) -> tuple[RunRecord, int]:
+        """Validate and queue a workflow. Raises WorkflowInvalid with every problem found."""
+        graph, issues = find_issues(workflow, self.registry, outputs)
+        if graph is None:
+            raise WorkflowInvalid(issues)
+        run = RunRecord(id=uuid.uuid4().hex, status=QUEUED, workflow=graph.workflow.to_dict(), priority=priority,
+                        client_id=client_id, outputs=list(outputs) if outputs else None)
+        queued = server_event(run.id, 1, "run_queued", {"priority": priority, "client_id": client_id,
+                                                        "outputs": list(graph.outputs)})
+        self.store.insert(run, [queued.record])
+        self.hub.publish(queued, client_id)  # before the queue: a worker may take it at once
+        position = self.queue.submit(replace(run))  # the worker's copy changes; this one says "queued"
+        return run, position
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a queued run (it never starts) or a running one (it stops at its next step)."""
+        removed = self.queue.remove(run_id)
+        if removed is not None:
+            return self._record_cancelled(removed)
+        if self.queue.cancel_running(run_id):
+            return self.get(run_id)
+        run = self.get(run_id)
+        raise ApiError(409, "run_finished", f"run {run_id!r} has already {_ended(run.status)}; there is nothing to cancel")
+
+    def remove_queued(self, run_id: str) -> RunRecord:
+        removed = self.queue.remove(run_id)
+        if removed is None:
+            run = self.get(run_id)
+            if run.status == RUNNING:
+                raise ApiError(409, "run_running", f"run {run_id!r} is running, not queued; cancel it with "
+                                                   f"POST /api/runs/{run_id}/cancel")
+            raise ApiError(409, "not_queued", f"run {run_id!r} is not queued (it has {_ended(run.status)})")
+        return self._record_cancelled(removed)
+
+    def clear_queue(self) -> list[RunRecord]:
+        return [self._record_cancelled(run) for run in self.queue.remove_all()]
+
+    def _record_cancelled(self, run: RunRecord) -> RunRecord:
+        run.status, run.finished, run.position, run.error = CANCELLED, time.time(), None, "cancelled before it started"
+        message = server_event(run.id, self.store.last_seq(run.id) + 1, "run_cancelled",
+                               {"seconds": 0.0, "node": None, "queued": True})
+        self.store.finish(run, [message.record])
+        self.hub.publish(message, run.client_id)
+        self.hub.run_stored(run.id)
+        return run
+
+    def get(self, run_id: str) -> RunRecord:
+        run = self.store.get(run_id)
+        if run is None:
+            raise ApiError(404, "run_not_found", f"there is no run {run_id!r}")
+        return run
+
+    def events(self, run: RunRecord) -> list[dict[str, Any]]:
+        """A run's events so far: from the hub while it is active, from the store once it is
+        finished (the store has them all by the time its status says so)."""
+        live = self.hub.live_events(run.id) if run.status not in FINISHED else None
+        return live if live is not None else self.store.events(run.id)
+
+    def list(self, *, limit: int, offset: int, statuses: Iterable[str] | None, client_id: str | None) -> tuple[list[RunRecord], int]:
+        return self.store.list(limit=limit, offset=offset, statuses=statuses, client_id=client_id)
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run.status not in FINISHED:
+            raise ApiError(409, "run_active", f"run {run_id!r} is {run.status}; cancel it before deleting it")
+        self.store.delete(run_id)
+
+    def clear_history(self) -> int:
+        return self.store.delete_finished()
+
+
+def _ended(status: str) -> str:
+    return {INTERRUPTED: "been interrupted", CANCELLED: "been cancelled"}.get(status, status)
+
+
+__all__ = ["RunService"]

@@ -1,0 +1,259 @@
+"""Runs and their events in SQLite (stdlib, WAL), so a restart loses neither the queue nor history.
+
+One connection shared by the event loop and the worker thread behind a lock; every write is one
+short transaction. With WAL and synchronous=NORMAL a commit does not wait for the disk, and a
+crash loses at most the last commits, never the database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+QUEUED, RUNNING = "queued", "running"
+SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
+ACTIVE = frozenset({QUEUED, RUNNING})
+FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED})
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id        TEXT PRIMARY KEY,
+    status    TEXT NOT NULL,
+    priority  INTEGER NOT NULL DEFAULT 0,
+    position  REAL,              -- order among queued runs; NULL once a run has left the queue
+    client_id TEXT,
+    workflow  TEXT NOT NULL,     -- the submitted workflow document (JSON)
+    outputs   TEXT,              -- requested output nodes (JSON list), NULL for all
+    created   REAL NOT NULL,
+    started   REAL,
+    finished  REAL,
+    results   TEXT,              -- output node -> reported results (JSON)
+    errors    TEXT,              -- node failures or validation issues (JSON list)
+    summary   TEXT,              -- executed, cached, skipped, seconds (JSON)
+    error     TEXT               -- one line for lists: the first error, or why it was interrupted
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
+CREATE TABLE IF NOT EXISTS events (
+    run_id    TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq       INTEGER NOT NULL,
+    type      TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    data      TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class RunRecord:
+    id: str
+    status: str
+    workflow: dict[str, Any]
+    priority: int = 0
+    client_id: str | None = None
+    outputs: list[str] | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    position: float | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        meta = self.workflow.get("meta") if isinstance(self.workflow, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else None
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        """Every image the run's output nodes reported, in node order."""
+        return [image for results in self.results.values() if isinstance(results, dict)
+                for image in results.get("images") or [] if isinstance(image, dict)]
+
+
+_COLUMNS = ("id", "status", "priority", "position", "client_id", "workflow", "outputs", "created",
+            "started", "finished", "results", "errors", "summary", "error")
+_JSON_COLUMNS = {"workflow", "outputs", "results", "errors", "summary"}
+_LIGHT_COLUMNS = tuple(c for c in _COLUMNS if c != "workflow")  # lists do not need the workflow
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class RunStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(f"{path} was written by a newer Latentgraph (schema {row[0]})")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db, self._lock)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def insert(self, run: RunRecord, events: list[dict[str, Any]] = ()) -> None:
+        """A new run, with its first events (run_queued), in one transaction."""
+        values = [getattr(run, c) for c in _COLUMNS]
+        values = [_dumps(v) if c in _JSON_COLUMNS and v is not None else v for c, v in zip(_COLUMNS, values)]
+        with self._transaction() as db:
+            db.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [_dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+        with self._transaction() as db:
+            db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*values, run_id])
+
+    def set_positions(self, positions: Iterable[tuple[str, float]]) -> None:
+        with self._transaction() as db:
+            db.executemany("UPDATE runs SET position = ? WHERE id = ?", [(p, i) for i, p in positions])
+
+    def finish(self, run: RunRecord, events: list[dict[str, Any]]) -> None:
+        """Store a run's final state and its events in one transaction."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET status=?, position=NULL, started=?, finished=?, results=?, errors=?, "
+                       "summary=?, error=? WHERE id=?",
+                       (run.status, run.started, run.finished, _dumps(run.results), _dumps(run.errors),
+                        _dumps(run.summary), run.error, run.id))
+            db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
+
+    def recover(self) -> list[str]:
+        """At start-up: runs left 'running' by a process that died are marked interrupted."""
+        now = time.time()
+        with self._transaction() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = ?", (RUNNING,))]
+            db.execute("UPDATE runs SET status=?, position=NULL, finished=?, "
+                       "error='the server stopped while this run was running' WHERE status=?",
+                       (INTERRUPTED, now, RUNNING))
+        return ids
+
+    def delete_finished(self) -> int:
+        marks = ", ".join("?" * len(FINISHED))
+        with self._transaction() as db:
+            return db.execute(f"DELETE FROM runs WHERE status IN ({marks})", tuple(FINISHED)).rowcount
+
+    def delete(self, run_id: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _record(_COLUMNS, row) if row else None
+
+    def pending(self) -> list[RunRecord]:
+        """Queued runs in queue order, with their workflows (what a restart resumes)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE status = ? "
+                                    "ORDER BY position, created", (QUEUED,)).fetchall()
+        return [_record(_COLUMNS, r) for r in rows]
+
+    def list(self, *, limit: int, offset: int = 0, statuses: Iterable[str] | None = None,
+             client_id: str | None = None) -> tuple[list[RunRecord], int]:
+        """Runs, newest first, without their workflows; and how many match in all."""
+        where, params = [], []
+        if statuses:
+            statuses = list(statuses)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if client_id is not None:
+            where.append("client_id = ?")
+            params.append(client_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM runs{clause}", params).fetchone()[0]
+            rows = self._db.execute(f"SELECT {', '.join(_LIGHT_COLUMNS)} FROM runs{clause} "
+                                    "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+        return [_record(_LIGHT_COLUMNS, r) for r in rows], total
+
+    def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT seq, type, timestamp, data FROM events WHERE run_id = ? AND seq > ? "
+                                    "ORDER BY seq", (run_id, after)).fetchall()
+        return [{"type": t, "run_id": run_id, "seq": s, "timestamp": ts, "data": json.loads(d)} for s, t, ts, d in rows]
+
+    def last_seq(self, run_id: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    def add_events(self, events: list[dict[str, Any]]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        return {status: count for status, count in rows}
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+
+def _event_rows(events: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["run_id"], e["seq"], e["type"], e["timestamp"], _dumps(e.get("data", {}))) for e in events]
+
+
+def _record(columns: tuple[str, ...], row: tuple[Any, ...]) -> RunRecord:
+    values = {c: (json.loads(v) if c in _JSON_COLUMNS and v is not None else v) for c, v in zip(columns, row)}
+    values.setdefault("workflow", {})
+    for name, empty in (("results", {}), ("errors", []), ("summary", {})):
+        if values.get(name) is None:
+            values[name] = empty
+    return RunRecord(**values)
+
+
+class _Transaction:
+    """`with store._transaction() as db:` holds the lock and wraps the statements in BEGIN/COMMIT."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.db
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        try:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.lock.release()
+
+
+__all__ = ["ACTIVE", "CANCELLED", "FAILED", "FINISHED", "INTERRUPTED", "QUEUED", "RUNNING", "RunRecord",
+           "RunStore", "STATUSES", "SUCCEEDED"]
