@@ -4,8 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
+NPM ?= npm
+CHROMIUM ?= /usr/bin/chromium
+WEB_DEPS := web/node_modules/.installed
+WEB_BUILD := web/dist/index.html
+WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json web/package.json -type f 2>/dev/null)
 
-.PHONY: run test bench setup clean
+.PHONY: run test test-python test-web bench setup web clean
 
 setup: $(STAMP)
 
@@ -17,14 +22,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(WEB_DEPS): web/package-lock.json
+	cd web && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+$(WEB_BUILD): $(WEB_DEPS) $(WEB_SOURCES)
+	cd web && $(NPM) run build
+
+web: $(WEB_BUILD)
+
+# Debian's Chromium for the browser tests (playwright-core drives it; no browser download).
+$(CHROMIUM):
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+run: $(STAMP) $(WEB_BUILD)
 	$(VENV)/bin/latentgraph serve
 
-test: $(STAMP)
+test: test-python test-web
+
+test-python: $(STAMP)
 	$(PY) -m pytest -q
+
+test-web: $(STAMP) $(WEB_BUILD) $(CHROMIUM)
+	cd web && $(NPM) test
+	cd web && CHROMIUM=$(CHROMIUM) $(NPM) run test:e2e
 
 bench: $(STAMP)
 	$(PY) bench/executor.py
+	$(PY) bench/sd.py
+	$(PY) bench/server.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info web/node_modules web/dist
