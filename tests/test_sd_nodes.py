@@ -232,3 +232,12 @@ def test_cli_seed_sweep_reloads_nothing_and_reencodes_no_prompt_after_the_first_
     assert {"checkpoint", "positive", "negative"} <= set(runs[0])
     assert runs[1] == runs[2] == ["sampler", "decode", "save"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"txt2img_0000{i}_.png" for i in (1, 2, 3)]
+
+
+def test_loaded_models_are_not_counted_twice_in_the_output_cache(sd_executor):
+    from engine.cache import sizeof
+
+    result = sd_executor.run(txt2img(), outputs=["checkpoint"])
+    outputs = result.values["checkpoint"]
+    assert sizeof(outputs["model"].unet) > 1_000_000  # the weights themselves are measured...
+    assert sizeof(outputs) < 1_000  # ...but the handles the model cache owns count as almost nothing

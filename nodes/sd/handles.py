@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from engine.cache import register_sizer
 from nodes.sd.schedules import NoiseSchedule
 
 
@@ -107,3 +108,15 @@ class SamplerChoice:
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def _owned_by_model_cache(handle: object) -> int:
+    """Model handles count as nothing in the output cache: their weights belong to the model cache,
+    which bounds them with its own budget. Counting them twice made an SD1.5 checkpoint (4 GB in
+    fp32) fill the whole default output cache and push prompts, latents and images out."""
+    return 64
+
+
+register_sizer(DiffusionModel, _owned_by_model_cache)
+register_sizer(TextEncoder, _owned_by_model_cache)
+register_sizer(Vae, _owned_by_model_cache)

@@ -1,0 +1,569 @@
+"""Stable Diffusion on the CPU: our model code and graph against diffusers, on the same weights.
+
+    .venv/bin/python bench/sd.py [--quick] [--size 256] [--steps 20] [--skip-sd15] [--skip-tiny]
+                                 [--repeat 10] [--sd-repeat 3] [--sd-runs 1] [--threads 2]
+                                 [--omp-passive] [--weights-dir DIR]
+
+--quick measures the tiny model only (under a minute on a quiet 2-core machine); the default adds
+the SD1.5-size rows (about 4-5 minutes there, most of it the three 20-step txt2img runs, plus
+about 25 s the first time to build the 2.1 GB checkpoint; --weights-dir keeps it).
+
+Two models: the tiny SD1.x-architecture checkpoint of the tests (tests/sd_tiny.py) and an
+SD1.5-size one (U-Net 860M, VAE 84M, CLIP ViT-L/14 text tower) with seeded random weights, built
+once, saved as an fp16 LDM-layout .safetensors (about 2.1 GB; loading upcasts it to fp32 on the
+CPU) in a temporary folder, or kept in --weights-dir and reused. Each model is measured in a fresh
+subprocess that loads it through the real graph (checkpoint_loader node -> load_checkpoint) and
+builds diffusers' UNet2DConditionModel / AutoencoderKL from the very same tensors with diffusers'
+single-file conversion functions (offline, explicit configs): the two sides share weight memory,
+so they compute with identical weights and the process holds one copy.
+
+Rows, fp32, torch.inference_mode on both sides, one warm-up each, best of N, ours and diffusers
+interleaved so that load from other processes hits both alike:
+- U-Net forward at a (size/8)^2 latent, batch 2 (the cond/uncond batch of CFG);
+- VAE decode of one (size/8)^2 latent to a size x size image;
+- txt2img, `steps` steps of DPM++ 2M Karras, cfg 7.5: ours is workflows/txt2img.json through the
+  executor, re-run with only the seed changed (checkpoint and prompts cached, so sampler, decode
+  and PNG save run); diffusers is StableDiffusionPipeline with DPMSolverMultistepScheduler
+  (dpmsolver++, order 2, Karras sigmas, final sigma 0) given the same prompt embeddings, plus
+  saving its PNG. Loading is excluded on both sides.
+And the graph overhead: the same seed-only re-run through the executor against calling the code
+the nodes call directly (denoise_latents, decode_from_latent, save_pngs) in the same process.
+
+Peak memory is the growth of the process's resident set during one call above what it held just
+before (the kernel's high-water mark, reset through /proc/self/clear_refs before each call, after
+gc and malloc_trim): activations and workspace, not the weights, which are loaded beforehand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # sd_tiny: the tiny model's configs
+
+CFG = 7.5
+SAMPLER, SCHEDULE = "dpmpp_2m", "karras"
+CHECKPOINT_NAME = "latentgraph-demo.safetensors"  # the name the shipped workflows load
+SD15_FILE = "sd15-random-seed0-fp16.safetensors"
+RESULT_MARK = "RESULT "
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+try:
+    _libc = ctypes.CDLL("libc.so.6")
+except OSError:
+    _libc = None
+
+
+class PeakRSS:
+    """Growth of the resident set during a block, above the resident set when it started (MB).
+
+    Linux only: the high-water mark (VmHWM) is reset to the current RSS by writing 5 to
+    /proc/self/clear_refs, so what the process held before (e.g. loading peaks) does not mask the
+    block's peak. `mb` is None where that is not available.
+    """
+
+    def __init__(self) -> None:
+        self.mb: float | None = None
+
+    def __enter__(self) -> "PeakRSS":
+        gc.collect()
+        if _libc is not None:
+            _libc.malloc_trim(0)  # give freed heap back, so reuse of it still shows as growth
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self._start = _status_kb("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        peak = _status_kb("VmHWM")
+        if self._start is not None and peak is not None:
+            self.mb = (peak - self._start) / 1024
+
+
+# --- the models ----------------------------------------------------------------------------------
+
+
+def original_config(unet: Any, vae: Any) -> dict[str, Any]:
+    """The LDM yaml (as a dict) that diffusers' single-file converters read, from our configs."""
+    unet_params = {
+        "in_channels": unet.in_channels,
+        "out_channels": unet.out_channels,
+        "model_channels": unet.model_channels,
+        "channel_mult": list(unet.channel_mult),
+        "num_res_blocks": unet.num_res_blocks,
+        "attention_resolutions": list(unet.attention_resolutions),
+        "transformer_depth": unet.transformer_depth,
+        "context_dim": unet.context_dim,
+        "use_linear_in_transformer": unet.use_linear_in_transformer,
+    }
+    if unet.num_head_channels is None:
+        unet_params["num_heads"] = unet.num_heads
+    else:
+        unet_params["num_head_channels"] = unet.num_head_channels
+    ddconfig = {
+        "in_channels": vae.in_channels,
+        "out_ch": vae.out_channels,
+        "ch": vae.ch,
+        "ch_mult": list(vae.ch_mult),
+        "num_res_blocks": vae.num_res_blocks,
+        "z_channels": vae.z_channels,
+        "double_z": True,
+        "attn_resolutions": [],
+    }
+    return {
+        "model": {
+            "params": {
+                "scale_factor": vae.scaling_factor,
+                "unet_config": {"params": unet_params},
+                "first_stage_config": {"params": {"embed_dim": vae.embed_dim, "ddconfig": ddconfig}},
+            }
+        }
+    }
+
+
+def build_sd15_checkpoint(path: Path) -> None:
+    """SD1.5-size U-Net, VAE and CLIP text encoder with seeded random weights, saved in fp16."""
+    import torch
+
+    from nodes.sd.checkpoint import save_checkpoint
+    from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
+    from nodes.sd.unet import UNetConfig, UNetModel
+    from nodes.sd.vae import AutoencoderKL, VAEConfig
+    from sd_tiny import randomize_
+
+    started = time.perf_counter()
+    with torch.device("meta"):  # no default init: every weight is drawn once, by randomize_
+        models = [UNetModel(UNetConfig()), AutoencoderKL(VAEConfig()), build_text_encoder(TextEncoderConfig())]
+    for seed, model in enumerate(models):
+        randomize_(model.to_empty(device="cpu"), seed)
+    save_checkpoint(path, *models, dtype=torch.float16)
+    log(f"built {path.name} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - started:.0f} s")
+
+
+def diffusers_modules(unet: Any, vae: Any) -> tuple[Any, Any]:
+    """diffusers' U-Net and VAE holding the same tensors as ours (views, no copies)."""
+    import torch
+    from diffusers import AutoencoderKL as DiffusersAutoencoderKL
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        create_unet_diffusers_config_from_ldm,
+        create_vae_diffusers_config_from_ldm,
+    )
+
+    from nodes.sd.families import UNET_PREFIX, VAE_PREFIX
+
+    state = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
+    state |= {VAE_PREFIX + k: v for k, v in vae.state_dict().items()}
+    config = original_config(unet.config, vae.config)
+    unet_config = create_unet_diffusers_config_from_ldm(config, state)
+    vae_config = create_vae_diffusers_config_from_ldm(config, state, scaling_factor=vae.config.scaling_factor)
+    with torch.device("meta"):
+        reference_unet = UNet2DConditionModel(**unet_config)
+        reference_vae = DiffusersAutoencoderKL(**vae_config)
+    reference_unet.load_state_dict(convert_ldm_unet_checkpoint(state, unet_config), strict=True, assign=True)
+    reference_vae.load_state_dict(convert_ldm_vae_checkpoint(state, vae_config), strict=True, assign=True)
+    for ours, theirs in ((unet, reference_unet), (vae, reference_vae)):
+        pointers = {p.data_ptr() for p in ours.parameters()}
+        assert all(p.data_ptr() in pointers for p in theirs.parameters()), "diffusers copied a weight"
+        assert all(b.device.type == "cpu" for b in theirs.buffers()), "a diffusers buffer stayed on meta"
+    return reference_unet.eval().requires_grad_(False), reference_vae.eval().requires_grad_(False)
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+class Case:
+    """Best time and largest peak-RSS growth of one callable over repeated calls."""
+
+    def __init__(self, name: str, fn: Callable[[], Any]) -> None:
+        self.name, self.fn = name, fn
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []  # process CPU seconds, all threads
+        self.peaks: list[float] = []
+        self.out: Any = None
+
+    def call(self, record: bool = True) -> None:
+        import torch
+
+        with PeakRSS() as peak, torch.inference_mode():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            self.out = self.fn()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        if record:
+            self.times.append(elapsed)
+            self.cpu_times.append(cpu)
+            if peak.mb is not None:
+                self.peaks.append(peak.mb)
+
+    def result(self) -> dict[str, Any]:
+        return {"s": min(self.times), "all_s": self.times, "cpu_s": min(self.cpu_times),
+                "peak_mb": max(self.peaks) if self.peaks else None}
+
+
+def interleaved(label: str, cases: list[Case], repeat: int, warmup: Callable[[Case], None] | None = None) -> None:
+    """Warm each case up once, then `repeat` rounds calling each once, the order rotating per round."""
+    for case in cases:
+        if warmup is not None:
+            warmup(case)
+        else:
+            case.call(record=False)
+    for round_ in range(repeat):
+        shift = round_ % len(cases)
+        for case in cases[shift:] + cases[:shift]:
+            case.call()
+        log(f"  {label} {round_ + 1}/{repeat}: " + ", ".join(f"{c.name} {c.times[-1]:.3f} s" for c in cases))
+
+
+def relative_difference(ours: Any, reference: Any) -> float:
+    return float((ours - reference).abs().max() / max(1.0, float(reference.abs().max())))
+
+
+# --- one model, in a worker process --------------------------------------------------------------
+
+
+def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    warnings.simplefilter("ignore")
+    import diffusers
+    import transformers
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+    import nodes  # noqa: F401  (registers the node library)
+    from engine import EventBus, Executor, OutputCache, registry
+    from nodes.folders import configure
+    from nodes.images import save_pngs
+    from nodes.sd.handles import Noise, SamplerChoice
+    from nodes.sd.sample import denoise_latents
+    from nodes.sd.schedules import sigmas_for
+    from nodes.sd.tokenizer import get_tokenizer
+    from nodes.sd.vae import decode_from_latent
+    from nodes.services import Services
+
+    size, steps, repeat, runs = spec["size"], spec["steps"], spec["repeat"], spec["runs"]
+    work = Path(spec["workdir"]) / spec["model"]
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "models" / "checkpoints").mkdir(parents=True)
+    (work / "input").mkdir()
+    link = work / "models" / "checkpoints" / CHECKPOINT_NAME
+    if spec["checkpoint"] is None:
+        from sd_tiny import write_tiny_checkpoint
+
+        write_tiny_checkpoint(link)
+    else:
+        try:
+            os.link(spec["checkpoint"], link)
+        except OSError:
+            link.symlink_to(spec["checkpoint"])
+    folders = configure(models=work / "models", extra_model_roots=[], inputs=work / "input",
+                        outputs=work / "output", temp=work / "temp")
+    events = EventBus()
+    events.subscribe(lambda event: None)  # as the CLI and the server listen: previews get published
+    # The CLI's and the server's default output-cache budget (--cache-size 4GiB).
+    services = Services(folders=folders, device="cpu", precision="fp32")
+    executor = Executor(registry, OutputCache(4 << 30), services=services, events=events)
+
+    document = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+
+    def workflow(seed: int, steps: int = steps) -> dict[str, Any]:
+        settings = {("latent", "width"): size, ("latent", "height"): size, ("sampler", "steps"): steps,
+                    ("sampler", "cfg"): CFG, ("sampler", "seed"): seed, ("sampler", "sampler"): SAMPLER,
+                    ("sampler", "scheduler"): SCHEDULE, ("save", "filename_prefix"): "graph"}
+        doc = json.loads(json.dumps(document))
+        for (node, name), value in settings.items():
+            doc["nodes"][node]["inputs"][name] = value
+        return doc
+
+    # Load through the graph: checkpoint_loader -> load_checkpoint, both prompts encoded and cached.
+    started = time.perf_counter()
+    loaded = executor.run(workflow(0), outputs=["checkpoint", "positive", "negative", "latent"])
+    assert loaded.ok, loaded.errors
+    load_s = time.perf_counter() - started
+    handles = loaded.values
+    model, vae = handles["checkpoint"]["model"], handles["checkpoint"]["vae"]
+    positive, negative = handles["positive"]["conditioning"], handles["negative"]["conditioning"]
+    empty_latent = handles["latent"]["latent"]
+    unet = model.unet
+    started = time.perf_counter()
+    reference_unet, reference_vae = diffusers_modules(unet, vae.model)
+    convert_s = time.perf_counter() - started
+    log(f"[{spec['model']}] loaded through the graph in {load_s:.1f} s (checkpoint + 2 prompts); "
+        f"diffusers modules from the same tensors in {convert_s:.2f} s")
+
+    results: dict[str, Any] = {"model": spec["model"], "load_s": load_s, "convert_s": convert_s}
+    generator = torch.Generator().manual_seed(1234)
+    latent_side = size // 8
+
+    # U-Net forward: the cond/uncond batch of 2 at one mid-schedule timestep.
+    x = torch.randn(2, 4, latent_side, latent_side, generator=generator)
+    t = torch.tensor([500.0, 500.0])
+    context = torch.randn(2, 77, unet.config.context_dim, generator=generator)
+    cases = [Case("ours", lambda: unet(x, t, context)),
+             Case("diffusers", lambda: reference_unet(x, t, encoder_hidden_states=context).sample)]
+    interleaved(f"[{spec['model']}] U-Net", cases, repeat)
+    results["unet"] = {c.name: c.result() for c in cases} | {"diff": relative_difference(cases[0].out, cases[1].out)}
+
+    # VAE decode: one latent to a size x size image.
+    z = torch.randn(1, 4, latent_side, latent_side, generator=generator)
+    cases = [Case("ours", lambda: vae.model.decode(z)),
+             Case("diffusers", lambda: reference_vae.decode(z).sample)]
+    interleaved(f"[{spec['model']}] VAE decode", cases, repeat)
+    results["vae"] = {c.name: c.result() for c in cases} | {"diff": relative_difference(cases[0].out, cases[1].out)}
+    del x, context, z, cases
+
+    # txt2img: the graph re-run with a new seed, diffusers' pipeline, and the nodes' code called directly.
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, final_sigmas_type="zero")
+    pipeline = StableDiffusionPipeline(
+        vae=reference_vae, text_encoder=handles["checkpoint"]["clip"].model, tokenizer=get_tokenizer(),
+        unet=reference_unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    prompt_embeds = positive.entries[0].embedding
+    negative_embeds = negative.entries[0].embedding
+    seeds = iter(range(1, 1 << 30))
+    executed: set[str] = set()  # nodes the timed graph re-runs executed
+    diffusers_out = work / "output" / "diffusers"
+    diffusers_out.mkdir(parents=True)
+    direct_out = work / "output" / "direct"
+
+    def graph_run(steps: int = steps) -> Any:
+        result = executor.run(workflow(next(seeds), steps))
+        # The checkpoint node may run again (a model-cache hit) when its outputs do not fit the output cache.
+        assert result.ok and set(result.executed) - {"checkpoint"} == {"sampler", "decode", "save"}, (
+            result.executed, result.errors)
+        executed.update(result.executed)
+        return result
+
+    def diffusers_run(steps: int = steps) -> Any:
+        seed = next(seeds)
+        image = pipeline(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, height=size, width=size,
+                         num_inference_steps=steps, guidance_scale=CFG,
+                         generator=torch.Generator().manual_seed(seed)).images[0]
+        image.save(diffusers_out / f"diffusers_{seed:05}.png", compress_level=4)
+        return image
+
+    def direct_run(steps: int = steps) -> Any:
+        # What the sampler, decode and save nodes run, minus the graph around them.
+        sigmas = sigmas_for(SCHEDULE, model.schedule, steps, 1.0)
+        latent = denoise_latents(model, positive, negative, empty_latent, Noise(next(seeds)), sigmas,
+                                 SamplerChoice(SAMPLER), CFG)
+        pixels = decode_from_latent(vae.model, latent.samples)
+        images = ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().contiguous()
+        return save_pngs(images, direct_out, "direct", document)
+
+    cases = [Case("graph", graph_run), Case("diffusers", diffusers_run), Case("direct", direct_run)]
+    warmup_steps = min(steps, 2)
+
+    def warmup(case: Case) -> None:
+        fn = case.fn
+        case.fn = lambda: fn(warmup_steps)
+        case.call(record=False)
+        case.fn = fn
+
+    interleaved(f"[{spec['model']}] txt2img", cases, runs, warmup)
+    results["txt2img"] = {c.name: c.result() for c in cases}
+    results["graph_executed"] = sorted(executed)
+    stats = executor.cache.stats()
+    results["output_cache"] = {"entries": stats.entries, "mb": stats.nbytes / 2**20, "max_mb": stats.max_bytes / 2**20}
+    return results
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def run_worker(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
+    lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if process.returncode != 0 or not lines:
+        sys.exit(f"the {spec['model']} worker failed (exit {process.returncode})")
+    return json.loads(lines[-1][len(RESULT_MARK):])
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_mb(mb: float | None) -> str:
+    return "n/a" if mb is None else f"{mb:,.0f} MB"
+
+
+def print_tables(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    side = args.size // 8
+    print(f"\n### Ours vs diffusers on the same weights (fp32 CPU, torch threads {args.threads}, best of N; "
+          f"peak = RSS growth during the call)\n")
+    print("| model | measurement | ours | diffusers | ours / diffusers | same, CPU time | ours peak | diffusers peak "
+          "| max rel. diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    labels = {"unet": f"U-Net forward, latent {side}x{side}, batch 2",
+              "vae": f"VAE decode to {args.size}x{args.size}, batch 1",
+              "txt2img": f"txt2img {args.size}x{args.size}, {args.steps} steps DPM++ 2M Karras, cfg {CFG}"}
+    for r in results:
+        for key in ("unet", "vae", "txt2img"):
+            row = r[key]
+            ours = row["graph"] if key == "txt2img" else row["ours"]
+            theirs = row["diffusers"]
+            diff = f"{row['diff']:.1e}" if "diff" in row else "—"
+            print(f"| {r['model']} | {labels[key]} | {fmt_s(ours['s'])} | {fmt_s(theirs['s'])} | "
+                  f"**{ours['s'] / theirs['s']:.2f}** | {ours['cpu_s'] / theirs['cpu_s']:.2f} | "
+                  f"{fmt_mb(ours['peak_mb'])} | {fmt_mb(theirs['peak_mb'])} | {diff} |")
+
+    print(f"\n### Graph overhead: seed-only re-run through the executor vs the same code called directly "
+          f"(txt2img {args.size}x{args.size}, {args.steps} steps)\n")
+    print("| model | graph re-run | direct calls | graph / direct | same, CPU time | overhead | graph peak "
+          "| direct peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        graph, direct = r["txt2img"]["graph"], r["txt2img"]["direct"]
+        print(f"| {r['model']} | {fmt_s(graph['s'])} | {fmt_s(direct['s'])} | **{graph['s'] / direct['s']:.3f}** | "
+              f"{graph['cpu_s'] / direct['cpu_s']:.3f} | {(graph['s'] - direct['s']) * 1e3:+.1f} ms | "
+              f"{fmt_mb(graph['peak_mb'])} | {fmt_mb(direct['peak_mb'])} |")
+
+    print()
+    print("- txt2img, ours: workflows/txt2img.json through the executor, re-run with only the seed changed "
+          "(checkpoint and prompts cached: sampler, decode and PNG save run); diffusers: StableDiffusionPipeline with "
+          "DPMSolverMultistepScheduler (dpmsolver++, order 2, Karras sigmas, final sigma 0) given the same prompt "
+          "embeddings, plus saving its PNG. Direct calls: denoise_latents, decode_from_latent and save_pngs, "
+          "as the nodes call them.")
+    print("- CPU time: the process's CPU seconds (all its threads) for the best call. With other processes "
+          "competing for the cores it is steadier than wall time (which the goals are about) at --threads 1 or "
+          "with --omp-passive; with spinning OpenMP threads it counts the spinning too.")
+    print("- max rel. diff: max |ours - diffusers| / max(1, max |diffusers|) for the same input, a same-weights check. "
+          "txt2img images are not compared: diffusers rounds Karras sigmas to integer timesteps.")
+    for r in results:
+        n = len(r["unet"]["ours"]["all_s"]), len(r["txt2img"]["graph"]["all_s"])
+        cache = r["output_cache"]
+        print(f"- {r['model']}: best of {n[0]} (U-Net, VAE) and {n[1]} (txt2img); loading through the graph "
+              f"(checkpoint + both prompts) {r['load_s']:.1f} s, not timed above; the diffusers modules share "
+              f"its tensors (built in {r['convert_s']:.2f} s). Graph re-runs executed: "
+              f"{', '.join(r['graph_executed'])}; "
+              f"output cache {cache['mb']:,.0f} of {cache['max_mb']:,.0f} MB in {cache['entries']} entries.")
+    summary = []
+    for r in results:
+        ratios = " / ".join(f"{(r[k]['graph'] if k == 'txt2img' else r[k]['ours'])['s'] / r[k]['diffusers']['s']:.2f}"
+                            for k in ("unet", "vae", "txt2img"))
+        overhead = r["txt2img"]["graph"]["s"] / r["txt2img"]["direct"]["s"]
+        summary.append(f"{r['model']}: ours/diffusers U-Net / VAE / txt2img {ratios}, graph/direct {overhead:.3f}")
+    print("\nSummary (wall time): " + "; ".join(summary) +
+          " (goals: ours/diffusers <= 1.0, aim 0.8; graph/direct <= 1.05).")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the tiny model only (seconds)")
+    parser.add_argument("--skip-sd15", action="store_true", help="the tiny model only")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (latent side = size / 8)")
+    parser.add_argument("--steps", type=int, default=20, help="txt2img sampling steps")
+    parser.add_argument("--skip-tiny", action="store_true", help="the SD1.5-size model only")
+    parser.add_argument("--repeat", type=int, help="tiny model: calls per measurement, best of (10; 5 with --quick)")
+    parser.add_argument("--sd-repeat", type=int, default=3, help="SD1.5 size: U-Net and VAE calls (best of)")
+    parser.add_argument("--sd-runs", type=int, default=1, help="SD1.5 size: txt2img runs per side (best of)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE in the workers: steadier numbers while other processes "
+                             "load the cores")
+    parser.add_argument("--weights-dir", type=Path, help="keep the SD1.5-size checkpoint here and reuse it")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        spec = json.loads(args.worker)
+        if spec["model"] == "build":
+            build_sd15_checkpoint(Path(spec["checkpoint"]))
+            print(RESULT_MARK + "{}")
+        else:
+            print(RESULT_MARK + json.dumps(measure_model(spec)))
+        return
+    if args.skip_tiny and args.skip_sd15 and not args.quick:
+        parser.error("--skip-tiny and --skip-sd15 leave nothing to measure")
+    if args.size % 64:
+        parser.error("--size must be a multiple of 64 (the SD1.5 U-Net downsamples the latent 3 times)")
+
+    import torch  # only for the report's header
+
+    if args.repeat is None:
+        args.repeat = 5 if args.quick else 10
+
+    with tempfile.TemporaryDirectory(prefix="latentgraph-bench-sd-") as scratch:
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.omp_passive else None
+        common = {"size": args.size, "steps": args.steps, "threads": args.threads, "workdir": scratch}
+        started = time.perf_counter()
+        load_before = os.getloadavg()
+        results = []
+        if not args.skip_tiny or args.quick:
+            results.append(run_worker({**common, "model": "tiny", "checkpoint": None, "repeat": args.repeat,
+                                       "runs": args.repeat}, env))
+        if not (args.quick or args.skip_sd15):
+            folder = args.weights_dir or Path(scratch)
+            folder.mkdir(parents=True, exist_ok=True)
+            checkpoint = (folder / SD15_FILE).resolve()
+            if not checkpoint.exists():
+                run_worker({**common, "model": "build", "checkpoint": str(checkpoint)}, env)
+            results.append(run_worker({**common, "model": "sd15", "checkpoint": str(checkpoint),
+                                       "repeat": args.sd_repeat, "runs": args.sd_runs}, env))
+        load_after = os.getloadavg()
+
+    import diffusers
+
+    print(f"\nMachine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+          f"diffusers {diffusers.__version__}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+          f"{time.perf_counter() - started:.0f} s in all" + (", OMP_WAIT_POLICY=PASSIVE." if args.omp_passive else "."))
+    print_tables(results, args)
+
+
+if __name__ == "__main__":
+    main()
