@@ -118,44 +118,6 @@ class PeakRSS:
 # --- the models ----------------------------------------------------------------------------------
 
 
-def original_config(unet: Any, vae: Any) -> dict[str, Any]:
-    """The LDM yaml (as a dict) that diffusers' single-file converters read, from our configs."""
-    unet_params = {
-        "in_channels": unet.in_channels,
-        "out_channels": unet.out_channels,
-        "model_channels": unet.model_channels,
-        "channel_mult": list(unet.channel_mult),
-        "num_res_blocks": unet.num_res_blocks,
-        "attention_resolutions": list(unet.attention_resolutions),
-        "transformer_depth": unet.transformer_depth,
-        "context_dim": unet.context_dim,
-        "use_linear_in_transformer": unet.use_linear_in_transformer,
-    }
-    if unet.num_head_channels is None:
-        unet_params["num_heads"] = unet.num_heads
-    else:
-        unet_params["num_head_channels"] = unet.num_head_channels
-    ddconfig = {
-        "in_channels": vae.in_channels,
-        "out_ch": vae.out_channels,
-        "ch": vae.ch,
-        "ch_mult": list(vae.ch_mult),
-        "num_res_blocks": vae.num_res_blocks,
-        "z_channels": vae.z_channels,
-        "double_z": True,
-        "attn_resolutions": [],
-    }
-    return {
-        "model": {
-            "params": {
-                "scale_factor": vae.scaling_factor,
-                "unet_config": {"params": unet_params},
-                "first_stage_config": {"params": {"embed_dim": vae.embed_dim, "ddconfig": ddconfig}},
-            }
-        }
-    }
-
-
 def build_sd15_checkpoint(path: Path) -> None:
     """SD1.5-size U-Net, VAE and CLIP text encoder with seeded random weights, saved in fp16."""
     import torch
@@ -191,7 +153,9 @@ def diffusers_modules(unet: Any, vae: Any) -> tuple[Any, Any]:
 
     state = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
     state |= {VAE_PREFIX + k: v for k, v in vae.state_dict().items()}
-    config = original_config(unet.config, vae.config)
+    from nodes.sd.families import ldm_original_config
+
+    config = ldm_original_config(unet.config, vae.config)
     unet_config = create_unet_diffusers_config_from_ldm(config, state)
     vae_config = create_vae_diffusers_config_from_ldm(config, state, scaling_factor=vae.config.scaling_factor)
     with torch.device("meta"):

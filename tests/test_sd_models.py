@@ -30,6 +30,7 @@ from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
 from nodes.sd.text_encoder import file_key as clip_file_key
 from nodes.sd.unet import UNetConfig, UNetModel
 from nodes.sd.vae import AutoencoderKL, VAEConfig, decode_from_latent, decode_tiled, encode_to_latent
+from nodes.sd.families import ldm_original_config
 from sd_tiny import TINY_TEXT_ENCODER, TINY_UNET, TINY_VAE, randomize_, write_tiny_checkpoint
 
 with warnings.catch_warnings():
@@ -58,41 +59,7 @@ def assert_close(ours: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def original_config(unet: UNetConfig, vae=TINY_VAE) -> dict:
-    """The LDM yaml (as a dict) that diffusers' converters read, written from a known config."""
-    unet_params = {
-        "in_channels": unet.in_channels,
-        "out_channels": unet.out_channels,
-        "model_channels": unet.model_channels,
-        "channel_mult": list(unet.channel_mult),
-        "num_res_blocks": unet.num_res_blocks,
-        "attention_resolutions": list(unet.attention_resolutions),
-        "transformer_depth": unet.transformer_depth,
-        "context_dim": unet.context_dim,
-        "use_linear_in_transformer": unet.use_linear_in_transformer,
-    }
-    if unet.num_head_channels is None:
-        unet_params["num_heads"] = unet.num_heads
-    else:
-        unet_params["num_head_channels"] = unet.num_head_channels
-    ddconfig = {
-        "in_channels": vae.in_channels,
-        "out_ch": vae.out_channels,
-        "ch": vae.ch,
-        "ch_mult": list(vae.ch_mult),
-        "num_res_blocks": vae.num_res_blocks,
-        "z_channels": vae.z_channels,
-        "double_z": True,
-        "attn_resolutions": [],
-    }
-    return {
-        "model": {
-            "params": {
-                "scale_factor": vae.scaling_factor,
-                "unet_config": {"params": unet_params},
-                "first_stage_config": {"params": {"embed_dim": vae.embed_dim, "ddconfig": ddconfig}},
-            }
-        }
-    }
+    return ldm_original_config(unet, vae)
 
 
 def diffusers_unet(state: dict[str, torch.Tensor], unet: UNetConfig) -> UNet2DConditionModel:

@@ -10,6 +10,7 @@ SD2.x's 64-channel heads, v-prediction) comes from the family or from the caller
 from __future__ import annotations
 
 import re
+from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -319,3 +320,42 @@ def describe_foreign_keys(keys: Iterable[str]) -> str:
         f"none of its {len(keys)} tensors belongs to a Stable Diffusion U-Net (model.diffusion_model.*); "
         f"first keys: {examples}"
     )
+
+
+def ldm_original_config(unet: UNetConfig, vae: VAEConfig) -> dict[str, Any]:
+    """The LDM yaml (`v1-inference.yaml`-style, as a dict) describing these configs: what tools that
+    read original configs, such as diffusers' single-file converters, expect beside a checkpoint."""
+    unet_params = {
+        "in_channels": unet.in_channels,
+        "out_channels": unet.out_channels,
+        "model_channels": unet.model_channels,
+        "channel_mult": list(unet.channel_mult),
+        "num_res_blocks": unet.num_res_blocks,
+        "attention_resolutions": list(unet.attention_resolutions),
+        "transformer_depth": unet.transformer_depth,
+        "context_dim": unet.context_dim,
+        "use_linear_in_transformer": unet.use_linear_in_transformer,
+    }
+    if unet.num_head_channels is None:
+        unet_params["num_heads"] = unet.num_heads
+    else:
+        unet_params["num_head_channels"] = unet.num_head_channels
+    ddconfig = {
+        "in_channels": vae.in_channels,
+        "out_ch": vae.out_channels,
+        "ch": vae.ch,
+        "ch_mult": list(vae.ch_mult),
+        "num_res_blocks": vae.num_res_blocks,
+        "z_channels": vae.z_channels,
+        "double_z": True,
+        "attn_resolutions": [],
+    }
+    return {
+        "model": {
+            "params": {
+                "scale_factor": vae.scaling_factor,
+                "unet_config": {"params": unet_params},
+                "first_stage_config": {"params": {"embed_dim": vae.embed_dim, "ddconfig": ddconfig}},
+            }
+        }
+    }
