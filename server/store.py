@@ -87,6 +87,8 @@ _COLUMNS = ("id", "status", "priority", "position", "client_id", "workflow", "ou
             "started", "finished", "results", "errors", "summary", "error")
 _JSON_COLUMNS = {"workflow", "outputs", "results", "errors", "summary"}
 _LIGHT_COLUMNS = tuple(c for c in _COLUMNS if c != "workflow")  # lists do not need the workflow
+# ...only its name: a stand-in workflow {"meta": {"name": ...}} so RunRecord.name works in lists too.
+_WORKFLOW_NAME_ONLY = "json_object('meta', json_object('name', json_extract(workflow, '$.meta.name')))"
 
 
 def _dumps(value: Any) -> str:
@@ -193,9 +195,9 @@ class RunStore:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM runs{clause}", params).fetchone()[0]
-            rows = self._db.execute(f"SELECT {', '.join(_LIGHT_COLUMNS)} FROM runs{clause} "
+            rows = self._db.execute(f"SELECT {', '.join(_LIGHT_COLUMNS)}, {_WORKFLOW_NAME_ONLY} FROM runs{clause} "
                                     "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
-        return [_record(_LIGHT_COLUMNS, r) for r in rows], total
+        return [_record((*_LIGHT_COLUMNS, "workflow"), r) for r in rows], total
 
     def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
         with self._lock:

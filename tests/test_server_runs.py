@@ -66,6 +66,11 @@ def test_runs_are_listed_newest_first_a_page_at_a_time_and_filtered_by_status(ap
     assert page["total"] == 6 and page["limit"] == 2 and page["offset"] == 1
     assert [r["id"] for r in page["runs"]] == [ids[4], ids[3]]
     assert "workflow" not in page["runs"][0]  # lists stay light
+    named = dict(show(9), meta={"name": "Nine"})
+    named_id = submit(api, named)["id"]
+    wait_run(api, named_id)
+    listed = api.get("/api/runs", params={"limit": 1}).json()["runs"][0]
+    assert (listed["id"], listed["name"]) == (named_id, "Nine")  # the name still shows in lists
     only_failed = api.get("/api/runs", params={"status": "failed"}).json()
     assert [r["id"] for r in only_failed["runs"]] == [failed]
     assert only_failed["runs"][0]["error"] == "node 'f': nope"
