@@ -1,0 +1,431 @@
+"""Train the demo model on the shapes dataset and write it as one SD1.x LDM-layout checkpoint.
+
+    python -m nodes.sd.demo.train [--output models/checkpoints/latentgraph-demo.safetensors] [--seed 0]
+
+Three stages, all on the CPU (2 threads by default):
+
+1. The VAE (`nodes.sd.vae.AutoencoderKL`, SD's architecture, narrow): images to an 8x smaller,
+   4-channel latent and back, with an L1 + L2 reconstruction loss and a small KL term.
+2. Its latent scaling factor, 1 / std of the latents of held-out images, so the U-Net sees unit
+   variance as SD's does; stored in the file's `latentgraph.vae_scaling_factor` metadata.
+3. The U-Net and the CLIP text encoder together, with the VAE frozen: SD1.x's scaled-linear
+   1000-step schedule, epsilon prediction, min-SNR loss weighting, and 10% of captions replaced by
+   the empty prompt so classifier-free guidance has an unconditional model to push away from. An
+   exponential moving average of the weights is what gets saved.
+
+Everything is drawn from `--seed`: the same seed and thread count give the same file. The
+checkpoint goes through `nodes.sd.checkpoint.save_checkpoint`, so it is loaded, detected (sd1)
+and run exactly like a downloaded SD1.5 file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nodes.sd.demo.dataset import IMAGE_SIZE, ShapesDataset
+from nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
+from nodes.sd.unet import UNetConfig, UNetModel
+from nodes.sd.vae import AutoencoderKL, VAEConfig
+
+DEFAULT_OUTPUT = Path("models/checkpoints/latentgraph-demo.safetensors")
+
+# Widths are multiples of 32 (every GroupNorm has 32 groups). The loader infers SD1.x U-Nets with
+# 8 heads, so the transformer widths split into 8 heads; the text encoder's width is a multiple
+# of 64 (CLIP heads are 64 wide) and is the U-Net's context_dim.
+DEMO_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4)
+DEMO_TEXT_ENCODER = TextEncoderConfig(hidden_size=64, num_layers=2, intermediate_size=256)
+DEMO_UNET = UNetConfig(
+    model_channels=64,
+    channel_mult=(1, 2, 2),
+    num_res_blocks=1,
+    attention_resolutions=(4, 2, 1),
+    transformer_depth=1,
+    num_heads=8,
+    context_dim=DEMO_TEXT_ENCODER.hidden_size,
+)
+
+
+@dataclass
+class TrainSettings:
+    seed: int = 0
+    image_size: int = IMAGE_SIZE
+    threads: int = 2
+    vae_steps: int = 1200
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-4
+    vae_shape_weight: float = 4.0
+    scale_images: int = 1024  # held-out images the scaling factor is measured on
+    unet_steps: int = 4000
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    text_lr: float = 1e-3
+    uncond_probability: float = 0.1
+    min_snr_gamma: float = 5.0
+    high_noise_share: float = 0.0
+    ema_decay: float = 0.999
+    warmup_steps: int = 100
+    bf16: bool = True  # bf16 autocast where it is measurably faster (the VAE); never fp16 on the CPU
+    vae: VAEConfig = DEMO_VAE
+    unet: UNetConfig = DEMO_UNET
+    text_encoder: TextEncoderConfig = DEMO_TEXT_ENCODER
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A plain-text progress bar: one line redrawn in place on a terminal, otherwise a line every
+    `every` seconds and at the end (so logs stay short)."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None, every: float = 30.0):
+        self.label, self.total = label, total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every
+        self.start = time.perf_counter()
+        self.last_print = -math.inf
+        self.last_line_length = 0
+
+    def update(self, done: int, **metrics: float) -> None:
+        now = time.perf_counter()
+        final = done >= self.total
+        if not final and now - self.last_print < (0.25 if self.tty else self.every):
+            return
+        self.last_print = now
+        elapsed = now - self.start
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        width = 24
+        filled = int(width * done / self.total)
+        bar = "#" * filled + "-" * (width - filled)
+        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        line = f"{self.label} [{bar}] {done}/{self.total} {_clock(elapsed)} elapsed, {_clock(eta)} left {shown}"
+        if self.tty:
+            padding = " " * max(0, self.last_line_length - len(line))
+            self.stream.write("\r" + line + padding + ("\n" if final else ""))
+            self.last_line_length = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a module's floating parameters (warmed up: the decay grows
+    from 0 so early averages are not dominated by the random initialisation)."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged = [p for p in self.module.parameters()]
+        current = [p.detach() for p in module.parameters()]
+        torch._foreach_lerp_(averaged, current, 1 - decay)
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def set_seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+# --- stage 1: VAE ---------------------------------------------------------------------------------
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Mean over latent elements of KL(N(mean, exp(logvar)) || N(0, 1))."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+def shape_weight(images: torch.Tensor, extra: float) -> torch.Tensor:
+    """Per-pixel loss weight [B, 1, H, W]: 1 on the background, 1 + extra on and around the shape
+    (pixels that differ from the image's border colour, grown by one pixel). The shape covers a
+    few percent of the image; without this the loss is mostly background and shapes come late."""
+    border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0], images[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values[:, :, None, None]
+    mask = ((images - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+    mask = F.max_pool2d(mask, 3, stride=1, padding=1)
+    return 1.0 + extra * mask
+
+
+def train_vae(settings: TrainSettings, progress_stream: TextIO | None = None) -> tuple[AutoencoderKL, dict]:
+    generator = set_seed(settings.seed)
+    vae = AutoencoderKL(settings.vae).train()
+    with torch.no_grad():  # start with little posterior noise (std 0.05) so reconstructions learn fast
+        vae.quant_conv.bias[settings.vae.embed_dim:] = -6.0
+    data = ShapesDataset(settings.seed, settings.image_size)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    progress = Progress("vae ", settings.vae_steps, progress_stream)
+    smoothed = None
+    for step in range(settings.vae_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.vae_lr * lr_factor(step, settings.vae_steps, settings.warmup_steps)
+        images = data.collages(step * settings.vae_batch, settings.vae_batch)
+        with _autocast(settings.bf16):
+            distribution = vae.encode(images)
+            latent = distribution.sample(generator)
+            reconstruction = vae.decode(latent).float()
+        error = reconstruction - images
+        weight = shape_weight(images, settings.vae_shape_weight)
+        rec = ((error.abs() + error.pow(2)) * weight).mean() / weight.mean()
+        kl = kl_divergence(distribution.mean.float(), distribution.logvar.float())
+        loss = rec + settings.vae_kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        smoothed = rec.item() if smoothed is None else 0.98 * smoothed + 0.02 * rec.item()
+        progress.update(step + 1, rec=smoothed, kl=kl.item())
+    vae.eval().requires_grad_(False)
+    return vae, {"vae_reconstruction_loss": smoothed, "vae_kl": kl.item()}
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae: AutoencoderKL, settings: TrainSettings) -> float:
+    """1 / std of the (mean) latents of held-out images: the diffusion model then sees unit variance."""
+    held_out = ShapesDataset(settings.seed + 1_000_003, settings.image_size)
+    latents = []
+    for start in range(0, settings.scale_images, 128):
+        images, _ = held_out.batch(start, min(128, settings.scale_images - start))
+        latents.append(vae.encode(images).mean.float())
+    return float(1.0 / torch.cat(latents).std())
+
+
+# --- stage 3: U-Net and text encoder --------------------------------------------------------------
+
+
+class CaptionTokens:
+    """Captions to CLIP ids [77] with the same tokenizer and chunking the prompt node uses."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: Sequence[str]) -> torch.Tensor:
+        from nodes.sd.prompt import tokenize_prompt
+
+        rows = []
+        for text in captions:
+            ids = self.cache.get(text)
+            if ids is None:
+                ids = self.cache[text] = tokenize_prompt(text).ids[0]
+            rows.append(ids)
+        return torch.stack(rows)
+
+
+def encode_captions(text_encoder: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The text encoder's last hidden state, exactly what `nodes.sd.prompt.encode_tokens` gives
+    the sampler (clip_skip 1), but with gradients."""
+    return text_encoder(input_ids=ids).last_hidden_state
+
+
+def sample_timesteps(batch: int, total: int, high_share: float, generator: torch.Generator) -> torch.Tensor:
+    """Uniform training timesteps, except that a `high_share` of the batch is drawn from the noisier
+    half, where the layout (what goes where, in which colour) is decided."""
+    t = torch.randint(0, total, (batch,), generator=generator)
+    high = torch.randint(total // 2, total, (batch,), generator=generator)
+    return torch.where(torch.rand(batch, generator=generator) < high_share, high, t)
+
+
+def train_diffusion(
+    vae: AutoencoderKL, scaling_factor: float, settings: TrainSettings, progress_stream: TextIO | None = None
+) -> tuple[UNetModel, nn.Module, dict]:
+    from nodes.sd.schedules import scaled_linear_noise_schedule
+
+    generator = set_seed(settings.seed + 1)
+    unet = UNetModel(settings.unet).train()
+    text_encoder = build_text_encoder(settings.text_encoder).train().requires_grad_(True)
+    # Adam without weight decay: token embeddings of words the captions never use get no gradient
+    # and so stay exactly as initialised.
+    optimizer = torch.optim.AdamW(
+        [{"params": list(unet.parameters()), "lr": settings.unet_lr},
+         {"params": list(text_encoder.parameters()), "lr": settings.text_lr}],
+        weight_decay=0.0,
+    )
+    base_lrs = [settings.unet_lr, settings.text_lr]
+    ema_unet = EMA(unet, settings.ema_decay)
+    ema_text = EMA(text_encoder, settings.ema_decay)
+
+    schedule = scaled_linear_noise_schedule()
+    alphas_cumprod = (1.0 / (schedule.sigmas**2 + 1)).float()  # sigma^2 = (1 - a) / a
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    loss_weight = snr.clamp(max=settings.min_snr_gamma) / snr  # min-SNR-gamma for epsilon targets
+
+    data = ShapesDataset(settings.seed + 2, settings.image_size)
+    tokens = CaptionTokens()
+    progress = Progress("unet", settings.unet_steps, progress_stream)
+    smoothed = None
+    batch = settings.unet_batch
+    for step in range(settings.unet_steps):
+        factor = lr_factor(step, settings.unet_steps, settings.warmup_steps)
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * factor
+        images, captions = data.batch(step * batch, batch)
+        drop = torch.rand(batch, generator=generator) < settings.uncond_probability
+        captions = ["" if dropped else text for text, dropped in zip(captions, drop.tolist())]
+        with torch.no_grad(), _autocast(settings.bf16):
+            latents = vae.encode(images).mean.float() * scaling_factor
+        t = sample_timesteps(batch, schedule.num_timesteps, settings.high_noise_share, generator)
+        noise = torch.randn(latents.shape, generator=generator)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+
+        context = encode_captions(text_encoder, tokens(captions))
+        prediction = unet(noisy, t, context)
+        per_item = (prediction.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_item * loss_weight[t]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(text_encoder.parameters()), 1.0)
+        optimizer.step()
+        ema_unet.update(unet)
+        ema_text.update(text_encoder)
+        plain = per_item.mean().item()
+        smoothed = plain if smoothed is None else 0.99 * smoothed + 0.01 * plain
+        progress.update(step + 1, mse=smoothed)
+    return ema_unet.module, ema_text.module, {"diffusion_mse": smoothed}
+
+
+# --- all together ---------------------------------------------------------------------------------
+
+
+def train(settings: TrainSettings, output: Path, progress_stream: TextIO | None = None) -> dict:
+    """Train all three models and save the checkpoint to `output`; returns a summary dict."""
+    from nodes.sd.checkpoint import save_checkpoint
+
+    torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+    log(f"training the demo model (seed {settings.seed}, {settings.threads} threads, "
+        f"{settings.image_size}x{settings.image_size} images)")
+    vae, vae_stats = train_vae(settings, progress_stream)
+    vae_seconds = time.perf_counter() - started
+    scaling_factor = measure_scaling_factor(vae, settings)
+    log(f"VAE: reconstruction loss {vae_stats['vae_reconstruction_loss']:.4f}, scaling factor {scaling_factor:.5f} "
+        f"({vae_seconds / 60:.1f} min)")
+    vae.config = replace(vae.config, scaling_factor=scaling_factor)
+    unet, text_encoder, diffusion_stats = train_diffusion(vae, scaling_factor, settings, progress_stream)
+    seconds = time.perf_counter() - started
+    summary = {
+        **vae_stats,
+        **diffusion_stats,
+        "vae_scaling_factor": scaling_factor,
+        "train_seconds": round(seconds, 1),
+        "vae_seconds": round(vae_seconds, 1),
+    }
+    metadata = {
+        SCALING_FACTOR_METADATA_KEY: repr(scaling_factor),
+        "latentgraph.demo": json.dumps({"settings": _jsonable(asdict(settings)), "summary": summary}),
+        "modelspec.title": "Latentgraph demo (coloured shapes, 64x64)",
+        "modelspec.architecture": "stable-diffusion-v1",
+        "modelspec.resolution": f"{settings.image_size}x{settings.image_size}",
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(output, unet, vae, text_encoder, metadata=metadata, dtype=torch.float16)
+    summary["checkpoint_bytes"] = output.stat().st_size
+    log(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB) after {seconds / 60:.1f} min; "
+        f"diffusion loss {diffusion_stats['diffusion_mse']:.4f}")
+    return summary
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[TrainSettings, argparse.Namespace]:
+    defaults = TrainSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m nodes.sd.demo.train",
+        description="Train the bundled demo model (coloured shapes, 64x64) on the CPU and write its checkpoint.",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"checkpoint path (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="everything is drawn from it (default 0)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (default 2)")
+    parser.add_argument("--vae-steps", type=int, default=defaults.vae_steps)
+    parser.add_argument("--unet-steps", type=int, default=defaults.unet_steps)
+    parser.add_argument("--vae-batch", type=int, default=defaults.vae_batch)
+    parser.add_argument("--unet-batch", type=int, default=defaults.unet_batch)
+    parser.add_argument("--unet-lr", type=float, default=defaults.unet_lr)
+    parser.add_argument("--text-lr", type=float, default=defaults.text_lr)
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32 throughout")
+    parser.add_argument("--quick", action="store_true", help="a few steps of each stage, to check the pipeline")
+    parser.add_argument("--evaluate", type=int, default=0, metavar="N",
+                        help="afterwards, generate N prompts through the node graph and report accuracy")
+    parser.add_argument("--summary", type=Path, help="also write the summary as JSON here")
+    args = parser.parse_args(argv)
+    settings = replace(
+        defaults,
+        seed=args.seed,
+        threads=args.threads,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        vae_batch=args.vae_batch,
+        unet_batch=args.unet_batch,
+        unet_lr=args.unet_lr,
+        text_lr=args.text_lr,
+        bf16=not args.no_bf16,
+    )
+    if args.quick:
+        settings = replace(settings, vae_steps=20, unet_steps=20, warmup_steps=5, scale_images=128)
+    return settings, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, args = parse_args(argv)
+    summary = train(settings, args.output)
+    if args.evaluate:
+        from nodes.sd.demo.evaluate import evaluate_checkpoint
+
+        summary["evaluation"] = evaluate_checkpoint(args.output, prompts=args.evaluate, seed=settings.seed)
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
