@@ -329,20 +329,30 @@ def train_diffusion(
 # --- all together ---------------------------------------------------------------------------------
 
 
-def train(settings: TrainSettings, output: Path, progress_stream: TextIO | None = None) -> dict:
-    """Train all three models and save the checkpoint to `output`; returns a summary dict."""
-    from nodes.sd.checkpoint import save_checkpoint
+def train(settings: TrainSettings, output: Path, progress_stream: TextIO | None = None,
+          vae_from: Path | None = None) -> dict:
+    """Train all three models and save the checkpoint to `output`; returns a summary dict.
+
+    vae_from: take the VAE and its scaling factor from this checkpoint instead of training one
+    (to retrain only the U-Net and text encoder)."""
+    from nodes.sd.checkpoint import load_vae, save_checkpoint
 
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     log(f"training the demo model (seed {settings.seed}, {settings.threads} threads, "
         f"{settings.image_size}x{settings.image_size} images)")
-    vae, vae_stats = train_vae(settings, progress_stream)
+    if vae_from is not None:
+        vae = load_vae(vae_from).eval().requires_grad_(False)
+        scaling_factor = vae.config.scaling_factor
+        vae_stats = {"vae_from": str(vae_from)}
+        log(f"VAE from {vae_from}: scaling factor {scaling_factor:.5f}")
+    else:
+        vae, vae_stats = train_vae(settings, progress_stream)
+        scaling_factor = measure_scaling_factor(vae, settings)
+        log(f"VAE: reconstruction loss {vae_stats['vae_reconstruction_loss']:.4f}, scaling factor "
+            f"{scaling_factor:.5f} ({(time.perf_counter() - started) / 60:.1f} min)")
+        vae.config = replace(vae.config, scaling_factor=scaling_factor)
     vae_seconds = time.perf_counter() - started
-    scaling_factor = measure_scaling_factor(vae, settings)
-    log(f"VAE: reconstruction loss {vae_stats['vae_reconstruction_loss']:.4f}, scaling factor {scaling_factor:.5f} "
-        f"({vae_seconds / 60:.1f} min)")
-    vae.config = replace(vae.config, scaling_factor=scaling_factor)
     unet, text_encoder, diffusion_stats = train_diffusion(vae, scaling_factor, settings, progress_stream)
     seconds = time.perf_counter() - started
     summary = {
@@ -354,7 +364,9 @@ def train(settings: TrainSettings, output: Path, progress_stream: TextIO | None 
     }
     metadata = {
         SCALING_FACTOR_METADATA_KEY: repr(scaling_factor),
-        "latentgraph.demo": json.dumps({"settings": _jsonable(asdict(settings)), "summary": summary}),
+        # Settings and losses, not timings: the same seed and thread count give the same bytes.
+        "latentgraph.demo": json.dumps({"settings": _jsonable(asdict(settings)),
+                                        "summary": {k: v for k, v in summary.items() if not k.endswith("seconds")}}),
         "modelspec.title": "Latentgraph demo (coloured shapes, 64x64)",
         "modelspec.architecture": "stable-diffusion-v1",
         "modelspec.resolution": f"{settings.image_size}x{settings.image_size}",
@@ -390,6 +402,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainSettings, argparse.Name
     parser.add_argument("--unet-batch", type=int, default=defaults.unet_batch)
     parser.add_argument("--unet-lr", type=float, default=defaults.unet_lr)
     parser.add_argument("--text-lr", type=float, default=defaults.text_lr)
+    parser.add_argument("--vae-from", type=Path, metavar="CHECKPOINT",
+                        help="reuse this checkpoint's VAE (and scaling factor); train only the U-Net and text encoder")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 throughout")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage, to check the pipeline")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
@@ -415,7 +429,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[TrainSettings, argparse.Name
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_args(argv)
-    summary = train(settings, args.output)
+    summary = train(settings, args.output, vae_from=args.vae_from)
     if args.evaluate:
         from nodes.sd.demo.evaluate import evaluate_checkpoint
 
