@@ -35,7 +35,9 @@ web: $(WEB_BUILD)
 $(CHROMIUM):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
+# workflows/img2img.json starts from input/example.png: put the bundled one there unless the user has one.
 run: $(STAMP) $(WEB_BUILD)
+	test -e input/example.png || { mkdir -p input && cp workflows/example.png input/example.png; }
 	$(VENV)/bin/latentgraph serve
 
 test: test-python test-web

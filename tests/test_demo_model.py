@@ -237,3 +237,85 @@ def test_guidance_makes_the_colours_match_the_prompt_more_often(demo):
     guided, unguided = colour_matches(7.0), colour_matches(1.0)
     assert guided >= len(CFG_PROMPTS) - 1
     assert unguided <= guided - 3, (guided, unguided)
+
+
+# --- the training script --------------------------------------------------------------------------
+
+
+def _tiny_training(**changes):
+    from dataclasses import replace
+
+    from nodes.sd.demo.train import TrainSettings
+
+    return replace(TrainSettings(), vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, text_pretrain_steps=3,
+                   text_pretrain_batch=8, warmup_steps=2, scale_images=16, threads=1, **changes)
+
+
+def _contents(path):
+    """(tensors, metadata) of a safetensors file; its header's key order is not fixed, so files
+    with the same contents need not have the same bytes."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata()
+
+
+def test_training_writes_a_loadable_sd1_checkpoint_and_is_deterministic(tmp_path):
+    """A few steps of every stage, twice with the same seed: the same tensors and metadata,
+    loaded by the loader every checkpoint goes through, with the VAE scale the run measured."""
+    import io
+    import json
+
+    import torch
+
+    from safetensors import safe_open
+
+    from nodes.sd.checkpoint import load_checkpoint
+    from nodes.sd.demo.train import train
+    from nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+
+    threads = torch.get_num_threads()
+    progress = io.StringIO()
+    first = train(_tiny_training(), tmp_path / "a.safetensors", progress_stream=progress)
+    second = train(_tiny_training(), tmp_path / "b.safetensors", progress_stream=io.StringIO())
+    other = train(_tiny_training(seed=1), tmp_path / "c.safetensors", progress_stream=io.StringIO())
+    a, b, c = (_contents(tmp_path / name) for name in ("a.safetensors", "b.safetensors", "c.safetensors"))
+    assert a[1] == b[1] and a[0].keys() == b[0].keys() == c[0].keys()
+    assert all(torch.equal(a[0][key], b[0][key]) for key in a[0])
+    assert not all(torch.equal(a[0][key], c[0][key]) for key in a[0])
+    lines = progress.getvalue().splitlines()
+    assert any(line.startswith("vae  [") and "3/3" in line for line in lines), lines
+    assert any(line.startswith("text [") for line in lines) and any(line.startswith("unet [") for line in lines)
+    assert first["vae_scaling_factor"] == second["vae_scaling_factor"] > 0
+    assert first["checkpoint_bytes"] == (tmp_path / "a.safetensors").stat().st_size
+    assert torch.get_num_threads() == threads  # the run's thread count does not leak into the process
+
+    loaded = load_checkpoint(tmp_path / "a.safetensors")
+    assert loaded.family.name == "sd1" and loaded.family.prediction_type == "epsilon"
+    assert loaded.family.vae_scaling_factor == pytest.approx(first["vae_scaling_factor"])
+    assert loaded.family.unet.num_heads == 8 and loaded.family.unet.context_dim == 64
+    with safe_open(str(tmp_path / "a.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert float(metadata[SCALING_FACTOR_METADATA_KEY]) == pytest.approx(first["vae_scaling_factor"])
+    assert json.loads(metadata["latentgraph.demo"])["settings"]["seed"] == 0
+
+
+def test_a_frozen_text_encoder_is_trained_only_before_the_unet(tmp_path):
+    """train_text_with_unet=False: the diffusion stage leaves the pretrained text encoder as it was."""
+    import io
+
+    import torch
+
+    from nodes.sd.demo import train as training
+
+    settings = _tiny_training(train_text_with_unet=False)
+    seen = {}
+
+    def on_step(step, unet, text_encoder):
+        seen[step] = {k: v.clone() for k, v in text_encoder.state_dict().items()}
+
+    vae = training.AutoencoderKL(settings.vae).eval().requires_grad_(False)
+    _, text_encoder, stats = training.train_diffusion(vae, 1.0, settings, io.StringIO(), on_step=on_step)
+    assert sorted(seen) == [1, 2, 3] and stats["diffusion_mse"] > 0
+    for key, value in text_encoder.state_dict().items():
+        assert torch.equal(seen[1][key], value) and torch.equal(seen[3][key], value), key

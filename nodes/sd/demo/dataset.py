@@ -270,10 +270,14 @@ class ShapesDataset:
         self.seed = seed
         self.size = size
 
-    def example(self, index: int) -> Example:
+    def described(self, index: int) -> tuple[ShapeSpec, Mentions]:
+        """Example `index`'s spec and what its caption names, without drawing it."""
         rng = np.random.default_rng([self.seed, index])
         spec = random_spec(rng)
-        mentions = random_mentions(rng, spec)
+        return spec, random_mentions(rng, spec)
+
+    def example(self, index: int) -> Example:
+        spec, mentions = self.described(index)
         return Example(render(spec, self.size), caption(spec, mentions), spec, mentions)
 
     def __iter__(self) -> Iterator[Example]:

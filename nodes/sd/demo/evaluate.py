@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from nodes.sd.demo.dataset import NEUTRAL, Mentions, caption, random_spec
-from nodes.sd.demo.measure import Reading, read_image
+from nodes.sd.demo.measure import Reading, colour_error, read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKFLOW = REPO_ROOT / "workflows" / "txt2img.json"
@@ -150,7 +150,9 @@ def evaluation_prompts(count: int, seed: int = 0) -> list[tuple[str, dict[str, s
 
 
 def accuracy(scored: Sequence[Scored]) -> dict[str, float]:
-    """Percent correct per attribute (over the prompts that name it), and all four named at once."""
+    """Percent correct per attribute (over the prompts that name it), all four named at once, and
+    the mean RGB distance of the shape's and the background's colour from the ones asked for
+    ("colour_error", "background_error"; 0-255 units, lower is better)."""
     report = {}
     for attribute in ATTRIBUTES:
         marks = [s.correct(attribute) for s in scored if s.correct(attribute) is not None]
@@ -158,6 +160,10 @@ def accuracy(scored: Sequence[Scored]) -> dict[str, float]:
             report[attribute] = round(100.0 * sum(marks) / len(marks), 1)
     main = ("colour", "shape", "background", "position")
     report["all_four"] = round(100.0 * np.mean([all(s.correct(a) for a in main) for s in scored]), 1)
+    for key, attribute, field in (("colour_error", "colour", "colour_rgb"), ("background_error", "background", "background_rgb")):
+        errors = [colour_error(getattr(s.reading, field), s.expected[attribute]) for s in scored if attribute in s.expected]
+        if errors:
+            report[key] = round(float(np.mean(errors)), 1)
     return report
 
 

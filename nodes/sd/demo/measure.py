@@ -44,6 +44,8 @@ class Reading:
     solidity: float
     widest: float
     contrast: float  # RGB distance between shape core and background
+    colour_rgb: tuple[float, float, float]  # the shape core's median colour (0-255)
+    background_rgb: tuple[float, float, float]  # the outer ring's median colour (0-255)
 
     def as_dict(self) -> dict[str, str]:
         return {"background": self.background, "colour": self.colour, "shape": self.shape,
@@ -165,7 +167,9 @@ def read_image(image) -> Reading:
     found = bool(mask.sum() >= 4 and far >= 40.0)
     background = nearest_colour(background_rgb)
     if not found:
-        return Reading(background, background, "circle", "center", "small", False, (0.5, 0.5), 0.0, 0.0, 0.5, far)
+        ring = tuple(float(v) for v in background_rgb)
+        return Reading(background, background, "circle", "center", "small", False, (0.5, 0.5), 0.0, 0.0, 0.5, far,
+                       ring, ring)
     distance = np.linalg.norm(rgb - background_rgb, axis=-1)
     core = mask & (distance >= np.percentile(distance[mask], 50))
     colour_rgb = np.median(rgb[core], axis=0)
@@ -178,7 +182,14 @@ def read_image(image) -> Reading:
     size = _size_name(radius / EXTENT[shape])
     contrast = float(np.linalg.norm(colour_rgb - background_rgb))
     return Reading(background, colour, shape, _CELL_TO_POSITION[cell], size, True, (float(cx), float(cy)),
-                   fill, solidity, widest, contrast)
+                   fill, solidity, widest, contrast, tuple(float(v) for v in colour_rgb),
+                   tuple(float(v) for v in background_rgb))
+
+
+def colour_error(rgb, name: str) -> float:
+    """RGB distance (0-255 units) from a measured colour to the palette colour `name`: how far
+    the picture's colour is from the one asked for, finer than right-or-wrong."""
+    return float(np.linalg.norm(np.asarray(rgb, dtype=np.float64) - np.asarray(COLOURS[name], dtype=np.float64)))
 
 
 def _size_name(half_extent: float) -> str:
