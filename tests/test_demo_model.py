@@ -224,19 +224,30 @@ CFG_PROMPTS = tuple(
 
 
 @needs_checkpoint
-def test_guidance_makes_the_colours_match_the_prompt_more_often(demo):
-    """At cfg 1.0 (no guidance) the shape's colour matches the prompt measurably less often than
-    at the workflow's default scale."""
-    def colour_matches(cfg: float) -> int:
-        hits = 0
+def test_guidance_makes_the_colours_match_the_prompt_more_closely(demo):
+    """At cfg 1.0 (no guidance) the shape's colour is measurably further from the one the prompt
+    names than at the workflow's default scale: the mean RGB distance between the shape's
+    measured colour and the palette colour asked for. (At this model's default, cfg 2, every
+    colour is right; without guidance colours come out washed out or wrong. Over 100 random
+    prompts the README reports 11.1 against 15.6.)"""
+    from nodes.sd.demo.evaluate import load_workflow
+    from nodes.sd.demo.measure import colour_error
+
+    default_cfg = load_workflow()["nodes"]["sampler"]["inputs"]["cfg"]
+    assert default_cfg > 1.0
+
+    def colour_match(cfg: float) -> tuple[int, float]:
+        hits, errors = 0, []
         for index, prompt in enumerate(CFG_PROMPTS):
             reading = read_image(demo.generate(prompt, seed=100 + index, cfg=cfg))
-            hits += reading.colour == parse_caption(prompt)["colour"]
-        return hits
+            asked = parse_caption(prompt)["colour"]
+            hits += reading.colour == asked
+            errors.append(colour_error(reading.colour_rgb, asked))
+        return hits, float(np.mean(errors))
 
-    guided, unguided = colour_matches(7.0), colour_matches(1.0)
-    assert guided >= len(CFG_PROMPTS) - 1
-    assert unguided <= guided - 3, (guided, unguided)
+    (guided_hits, guided_error), (unguided_hits, unguided_error) = colour_match(default_cfg), colour_match(1.0)
+    assert guided_hits >= len(CFG_PROMPTS) - 1 and guided_hits >= unguided_hits, (guided_hits, unguided_hits)
+    assert guided_error < 0.85 * unguided_error, (guided_error, unguided_error)
 
 
 # --- the training script --------------------------------------------------------------------------

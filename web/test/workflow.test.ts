@@ -50,7 +50,7 @@ describe("graph ↔ workflow JSON", () => {
     const graph = workflowToGraph(original);
     const sampler = graph.nodes.find((node) => node.id === "sampler")!;
     expect(sampler.data.type).toBe("ksampler");
-    expect(sampler.data.inputs).toEqual({ seed: 42, steps: 20, cfg: 7.0, sampler: "dpmpp_2m", scheduler: "karras", denoise: 1.0 });
+    expect(sampler.data.inputs).toEqual({ seed: 42, steps: 20, cfg: 2.0, sampler: "dpmpp_2m", scheduler: "karras", denoise: 1.0 });
     expect(sampler.position).toEqual({ x: 700, y: 160 });
     expect(graph.edges).toContainEqual(makeEdge("checkpoint", "model", "sampler", "model"));
     expect(graph.edges.filter((edge) => edge.target === "sampler")).toHaveLength(4);
