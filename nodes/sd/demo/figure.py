@@ -5,8 +5,9 @@
 
 Every image is made by the project's own `workflows/txt2img.json` through the engine's Executor
 (see `nodes.sd.demo.evaluate.GraphGenerator`), at the demo's native 64x64, 20 steps, the
-workflow's guidance scale, the same seed in every cell; the last column is the same prompt at
-cfg 1.0 (no guidance), for comparison. Images are enlarged `--scale` times (nearest neighbour).
+workflow's guidance scale, the same seed in every cell; the last two columns are the same prompt
+at cfg 1.0 (no guidance) and at cfg 7 (a usual SD1.5 scale, too strong for this model), for
+comparison. Images are enlarged `--scale` times (nearest neighbour).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ COLUMNS = (  # (label, sampler, scheduler, cfg or None for the workflow's)
     ("ddim", "ddim", "ddim_uniform", None),
     ("uni_pc", "uni_pc", "normal", None),
     ("dpmpp_2m cfg 1", "dpmpp_2m", "karras", 1.0),
+    ("dpmpp_2m cfg 7", "dpmpp_2m", "karras", 7.0),
 )
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "demo_grid.png"
 
