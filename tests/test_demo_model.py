@@ -28,7 +28,7 @@ from nodes.sd.demo.dataset import (
     render,
     spec_for,
 )
-from nodes.sd.demo.measure import read_image, saturated_colour
+from nodes.sd.demo.measure import colour_error, read_image, saturated_colour
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "checkpoints" / "latentgraph-demo.safetensors"
@@ -99,6 +99,9 @@ def test_the_measurement_reads_every_shape_colour_and_position_of_the_dataset():
                 assert (reading.shape, reading.position, reading.colour, reading.background, reading.size) == (
                     shape, position, "green", "white", size)
     assert saturated_colour(render(spec_for("star", "purple", "gray"))) == "purple"
+    reading = read_image(render(spec_for("square", "orange", "blue", "large")))
+    assert colour_error(reading.colour_rgb, "orange") == 0.0 and colour_error(reading.background_rgb, "blue") == 0.0
+    assert colour_error(reading.colour_rgb, "red") == pytest.approx(np.linalg.norm(np.subtract(COLOURS["orange"], COLOURS["red"])))
 
 
 def test_captions_parse_back_and_strangers_are_refused():
@@ -231,7 +234,6 @@ def test_guidance_makes_the_colours_match_the_prompt_more_closely(demo):
     colour is right; without guidance colours come out washed out or wrong. Over 100 random
     prompts the README reports 11.1 against 15.6.)"""
     from nodes.sd.demo.evaluate import load_workflow
-    from nodes.sd.demo.measure import colour_error
 
     default_cfg = load_workflow()["nodes"]["sampler"]["inputs"]["cfg"]
     assert default_cfg > 1.0
