@@ -332,3 +332,32 @@ def test_a_frozen_text_encoder_is_trained_only_before_the_unet(tmp_path):
     assert sorted(seen) == [1, 2, 3] and stats["diffusion_mse"] > 0
     for key, value in text_encoder.state_dict().items():
         assert torch.equal(seen[1][key], value) and torch.equal(seen[3][key], value), key
+
+
+def test_sweep_variants_are_checked_before_anything_trains():
+    import argparse
+
+    from nodes.sd.demo.sweep import parse_variant
+
+    assert parse_variant('frozen={"train_text_with_unet": false}') == ("frozen", {"train_text_with_unet": False})
+    for text, message in (("frozen", "expected NAME=JSON"), ("x=[1]", "expected a JSON object"),
+                          ('x={"unet_step": 1}', "unknown TrainSettings fields unet_step"), ("x={", "variant 'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse_variant(text)
+
+
+@needs_checkpoint
+def test_the_sweeps_batched_scoring_agrees_with_the_graph():
+    """The sweep scores a batch in one sampler pass, outside the graph; on the demo model it must
+    read what the graph's evaluation reads (every colour, background and position right)."""
+    import torch
+
+    from nodes.sd.checkpoint import load_checkpoint
+    from nodes.sd.demo.evaluate import evaluation_prompts
+    from nodes.sd.demo.sweep import batch_scores
+
+    loaded = load_checkpoint(CHECKPOINT)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    scores = batch_scores(loaded.unet, loaded.text_encoder, loaded.vae, evaluation_prompts(8), 2.0, "cpu")
+    assert scores["colour"] == scores["background"] == scores["position"] == 100.0, scores
+    assert scores["colour_error"] < 25, scores
