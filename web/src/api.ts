@@ -155,18 +155,24 @@ export async function loadDefaultWorkflow(): Promise<Workflow> {
 
 // ---- runs and queue -----------------------------------------------------------------------------
 
-function runSummary(entry: unknown): RunSummary {
-  const record = entry as Record<string, unknown>;
+/** Every image reference ({filename, subfolder, type}) anywhere inside a run's results or an event's data. */
+export function imagesOf(value: unknown): ImageRef[] {
   const images: ImageRef[] = [];
-  const collect = (value: unknown) => {
-    if (Array.isArray(value)) value.forEach(collect);
-    else if (value && typeof value === "object") {
-      const object = value as Record<string, unknown>;
-      if (typeof object.filename === "string") images.push({ filename: object.filename, subfolder: String(object.subfolder ?? ""), type: String(object.type ?? "output") });
-      else Object.values(object).forEach(collect);
+  const walk = (v: unknown) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === "object") {
+      const o = v as Record<string, unknown>;
+      if (typeof o.filename === "string") images.push({ filename: o.filename, subfolder: String(o.subfolder ?? ""), type: String(o.type ?? "output") });
+      else Object.values(o).forEach(walk);
     }
   };
-  collect(record.images ?? record.results ?? record.outputs);
+  walk(value);
+  return images;
+}
+
+function runSummary(entry: unknown): RunSummary {
+  const record = entry as Record<string, unknown>;
+  const images = imagesOf(record.images ?? record.results ?? record.outputs);
   return {
     id: String(record.id ?? record.run_id),
     status: (record.status as RunStatus) ?? "queued",

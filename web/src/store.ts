@@ -5,6 +5,7 @@
  */
 import { applyEdgeChanges, applyNodeChanges, type Connection, type EdgeChange, type NodeChange, type XYPosition } from "@xyflow/react";
 import { create } from "zustand";
+import { imagesOf } from "./api";
 import type { LiveRun, QueueState, RunEvent, RunSummary } from "./api";
 import { layeredLayout } from "./layout";
 import { linkRefusal, PRIMITIVE_PORTS } from "./ports";
@@ -565,20 +566,6 @@ export function setQueue(queue: QueueState) {
 
 export function setHistory(history: RunSummary[]) {
   set({ history });
-}
-
-function imagesOf(value: unknown): ImageRef[] {
-  const images: ImageRef[] = [];
-  const walk = (v: unknown) => {
-    if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === "object") {
-      const o = v as Record<string, unknown>;
-      if (typeof o.filename === "string") images.push({ filename: o.filename, subfolder: String(o.subfolder ?? ""), type: String(o.type ?? "output") });
-      else Object.values(o).forEach(walk);
-    }
-  };
-  walk(value);
-  return images;
 }
 
 /** Follow one executor event on the canvas. */
