@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [name for name, _ in args.variant]
     if len(set(names)) != len(names):
         parser.error("variant names must differ")
-    base = [sys.executable, "-m", "nodes.sd.demo.sweep"] + [a for a in (argv if argv is not None else sys.argv[1:])]
+    base = [sys.executable, "-m", "nodes.sd.demo.sweep", *(argv if argv is not None else sys.argv[1:])]
     workers = [subprocess.Popen(base + ["--worker", name]) for name in names]
     return max(worker.wait() for worker in workers)
 
