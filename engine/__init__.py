@@ -5,18 +5,19 @@ It knows nothing of torch, Stable Diffusion or HTTP; node libraries and the serv
 
 from engine import ports
 from engine.cache import OutputCache, register_sizer, sizeof
-from engine.errors import Cancelled, NodeFailure, ValidationIssue, WorkflowInvalid
+from engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, ValidationIssue, WorkflowInvalid
 from engine.events import Event, EventBus
 from engine.executor import CancelToken, Executor, RunContext, RunResult
 from engine.graph import Graph, find_issues, validate_workflow
+from engine.limits import ExecutionLimits, ValueTooLarge, text_size
 from engine.node import Input, Node, NodeInfo, NodeOutputs, Output
 from engine.registry import NodeRegistry, node, registry
 from engine.workflow import FORMAT, Workflow, link, parse_workflow, workflow_json_schema
 
 __all__ = [
-    "FORMAT", "Cancelled", "CancelToken", "Event", "EventBus", "Executor", "Graph", "Input", "Node",
+    "FORMAT", "Cancelled", "CancelToken", "Event", "EventBus", "ExecutionLimits", "Executor", "Graph", "Input", "Node",
     "NodeFailure", "NodeInfo", "NodeOutputs", "NodeRegistry", "Output", "OutputCache", "RunContext",
     "RunResult", "ValidationIssue", "Workflow", "WorkflowInvalid", "find_issues", "link", "node",
-    "parse_workflow", "ports", "register_sizer", "registry", "sizeof", "validate_workflow",
-    "workflow_json_schema",
+    "parse_workflow", "ports", "register_sizer", "registry", "sizeof", "text_size", "TimeLimitExceeded",
+    "validate_workflow", "ValueTooLarge", "workflow_json_schema",
 ]

@@ -39,6 +39,18 @@ class Cancelled(BaseException):
     """
 
 
+class TimeLimitExceeded(Cancelled):
+    """Raised at a cancel point once a run has gone past its deadline (`CancelToken.set_deadline`).
+    The executor records it as the failure of the node that was running, not as a cancel."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class NodeFailure(Exception):
     """A node raised while running. Carries what the user needs to find the fault."""
 

@@ -14,22 +14,32 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from engine.cache import CacheEntry, OutputCache
-from engine.errors import Cancelled, NodeFailure, WorkflowInvalid
+from engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, WorkflowInvalid
 from engine.events import Event, EventBus
 from engine.graph import Graph, GraphNode, check_value, validate_workflow
+from engine.limits import ExecutionLimits, ValueTooLarge, text_size
 from engine.registry import NodeRegistry
 from engine.signature import signature_of
 from engine.workflow import Workflow
 
 
 class CancelToken:
-    """Set by whoever wants a run to stop; checked between nodes and offered to long-running nodes."""
+    """Set by whoever wants a run to stop; checked between nodes and offered to long-running nodes.
+
+    A token may also carry a deadline: past it, every cancel point raises TimeLimitExceeded."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._deadline: float | None = None
+        self._deadline_message = ""
 
     def cancel(self) -> None:
         self._event.set()
+
+    def set_deadline(self, seconds: float, message: str) -> None:
+        """Stop the run `seconds` from now, failing it with `message`."""
+        self._deadline = time.monotonic() + seconds
+        self._deadline_message = message
 
     @property
     def cancelled(self) -> bool:
@@ -38,20 +48,24 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Cancelled()
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise TimeLimitExceeded(self._deadline_message)
 
 
 class RunContext:
     """What a running node may use: progress reporting, cancellation, results, shared services."""
 
-    __slots__ = ("run_id", "node_id", "node_type", "services", "workflow", "_cancel", "_publish", "results")
+    __slots__ = ("run_id", "node_id", "node_type", "services", "workflow", "limits", "_cancel", "_publish", "results")
 
     def __init__(self, run_id: str, node_id: str, node_type: str, services: Any,
-                 cancel: CancelToken, publish: Any, workflow: Workflow | None = None) -> None:
+                 cancel: CancelToken, publish: Any, workflow: Workflow | None = None,
+                 limits: ExecutionLimits | None = None) -> None:
         self.run_id = run_id
         self.node_id = node_id
         self.node_type = node_type
         self.services = services
         self.workflow = workflow  # the workflow being run, e.g. to embed in saved images
+        self.limits = limits if limits is not None else ExecutionLimits()  # e.g. to refuse a huge value early
         self._cancel = cancel
         self._publish = publish
         self.results: dict[str, Any] = {}
@@ -117,22 +131,27 @@ class Executor:
     """
 
     def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None,
-                 services: Any = None, events: EventBus | None = None) -> None:
+                 services: Any = None, events: EventBus | None = None, limits: ExecutionLimits | None = None) -> None:
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
         self.services = services
         self.events = events if events is not None else EventBus()
+        self.limits = limits if limits is not None else ExecutionLimits()
         self._lock = threading.Lock()
 
     def validate(self, workflow: str | bytes | dict[str, Any] | Workflow, outputs: Iterable[str] | None = None) -> Graph:
-        return validate_workflow(workflow, self.registry, outputs)
+        return validate_workflow(workflow, self.registry, outputs, services=self.services)
 
     def run(self, workflow: str | bytes | dict[str, Any] | Workflow | Graph, *, outputs: Iterable[str] | None = None,
             run_id: str | None = None, cancel: CancelToken | None = None) -> RunResult:
         """Validate and run a workflow. Raises WorkflowInvalid (nothing run) if it is not valid."""
         graph = workflow if isinstance(workflow, Graph) else self.validate(workflow, outputs)
+        cancel = cancel or CancelToken()
         with self._lock:
-            return self._execute(graph, run_id or uuid.uuid4().hex, cancel or CancelToken())
+            if self.limits.max_seconds:  # counted from here: waiting for the lock is not the run's time
+                cancel.set_deadline(self.limits.max_seconds,
+                                    f"the run went over its time limit of {self.limits.max_seconds:g} s")
+            return self._execute(graph, run_id or uuid.uuid4().hex, cancel)
 
     def plan(self, graph: Graph, run_nonce: str) -> Plan:
         nodes = graph.nodes
@@ -207,8 +226,10 @@ class Executor:
 
         failed_root: dict[str, str] = {}  # failed or skipped node → the node whose failure caused it
         current: str | None = None
+        upcoming = plan.to_run[0] if plan.to_run else ""
         try:
             for node_id in plan.to_run:
+                upcoming = node_id
                 cancel.raise_if_cancelled()
                 node = nodes[node_id]
                 upstream_failure = next((failed_root[ln.node] for ln in node.links.values() if ln.node in failed_root), None)
@@ -235,6 +256,11 @@ class Executor:
                     consumers[ln.node] -= 1
                     if consumers[ln.node] == 0 and ln.node not in keep:
                         values.pop(ln.node, None)
+        except TimeLimitExceeded as exc:  # a failure of the node that was running, not a cancel
+            culprit = current or upcoming  # the node running, or the next one when it struck between nodes
+            failure = NodeFailure(culprit, nodes[culprit].info.type, {}, exc)
+            publish("node_failed", failure.to_dict())
+            result.errors.append(failure)
         except Cancelled:
             result.status = "cancelled"
             result.seconds = time.perf_counter() - started
@@ -273,12 +299,13 @@ class Executor:
                 if issue is not None:
                     return {}, {}, failure(ValueError(issue.message))
                 inputs[name] = checked
-        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish, workflow)
+        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish, workflow, self.limits)
         begun = time.perf_counter()
         try:
             instance = info.cls.model_construct(**inputs)
             produced = instance.run(ctx)
             outputs = _outputs_of(info.cls, produced)
+            self._check_sizes(outputs, ctx.results)
         except Cancelled:
             raise
         except Exception as exc:
@@ -291,6 +318,20 @@ class Executor:
             "results": ctx.results,
         })
         return outputs, ctx.results, None
+
+
+    def _check_sizes(self, outputs: dict[str, Any], results: dict[str, Any]) -> None:
+        """Refuse a node's value that holds more text than `limits.max_value_bytes`: caught here,
+        before it is cached, passed on, stored with the run or sent to a client."""
+        cap = self.limits.max_value_bytes
+        if not cap:
+            return
+        for kind, values in (("output", outputs), ("result", results)):
+            for name, value in values.items():
+                size = text_size(value, cap)
+                if size > cap:
+                    raise ValueTooLarge(f"{kind} {name!r} holds more than {cap:,} characters of text "
+                                        f"(the limit for one value); it was not kept")
 
 
 def _outputs_of(cls: type, produced: Any) -> dict[str, Any]:

@@ -98,8 +98,15 @@ def find_issues(
     source: str | bytes | dict[str, Any] | Workflow,
     registry: NodeRegistry,
     outputs: Iterable[str] | None = None,
+    *,
+    services: Any = None,
 ) -> tuple[Graph | None, list[ValidationIssue]]:
-    """Validate a workflow. Returns (graph, []) when it is valid, (None, issues) otherwise."""
+    """Validate a workflow. Returns (graph, []) when it is valid, (None, issues) otherwise.
+
+    With `services`, a node class that defines `check_limits(inputs, services)` (a classmethod
+    yielding `(input name or None, message)` pairs) is also asked whether its literal inputs stay
+    within the limits those services carry (image size, steps...): each pair is an `over_limit`
+    issue. Linked inputs are not known before the run; the node checks them again when it runs."""
     try:
         workflow = parse_workflow(source)
     except WorkflowFormatError as exc:
@@ -172,6 +179,11 @@ def find_issues(
                 else:
                     literals[name] = checked
         nodes[node_id] = GraphNode(node_id, info, literals, links)
+        check_limits = getattr(info.cls, "check_limits", None) if services is not None else None
+        if check_limits is not None:
+            for name, message in check_limits(dict(literals), services):
+                subject = f"{where} input {name!r}" if name else where
+                issues.append(ValidationIssue(node_id, name, "over_limit", f"{subject}: {message}"))
 
     if outputs is None:
         requested = [n for n, info in infos.items() if info is not None and info.is_output]
@@ -208,9 +220,11 @@ def validate_workflow(
     source: str | bytes | dict[str, Any] | Workflow,
     registry: NodeRegistry,
     outputs: Iterable[str] | None = None,
+    *,
+    services: Any = None,
 ) -> Graph:
     """Validate a workflow, raising WorkflowInvalid with every problem found."""
-    graph, issues = find_issues(source, registry, outputs)
+    graph, issues = find_issues(source, registry, outputs, services=services)
     if graph is None:
         raise WorkflowInvalid(issues)
     return graph

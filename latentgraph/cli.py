@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from engine import EventBus, Event, Executor, NodeRegistry, OutputCache, find_issues, ports, registry, workflow_json_schema
+from engine import EventBus, Event, ExecutionLimits, Executor, NodeRegistry, OutputCache, find_issues, ports, registry, workflow_json_schema
 from engine.workflow import WorkflowFormatError, parse_workflow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -169,7 +169,8 @@ def command_run(args: argparse.Namespace, reg: NodeRegistry) -> int:
         sweeps.append([(node_id, input_name, v) for v in coerced])
     combos = list(itertools.product(*sweeps)) if sweeps else [()]
 
-    executor = Executor(reg, OutputCache(args.cache_size), services=_services(args), events=EventBus())
+    executor = Executor(reg, OutputCache(args.cache_size), services=_services(args), events=EventBus(),
+                        limits=ExecutionLimits(max_value_bytes=args.max_value_size))
     with ExitStack() as stack:
         if args.events:
             try:
@@ -186,7 +187,7 @@ def command_run(args: argparse.Namespace, reg: NodeRegistry) -> int:
             for node_id, input_name, value in combo:
                 _set_input(document, node_id, input_name, value)
             label = ", ".join(f"{n}.{i}={json.dumps(v)}" for n, i, v in combo)
-            graph, issues = find_issues(document, reg, args.output or None)
+            graph, issues = find_issues(document, reg, args.output or None, services=executor.services)
             if graph is None:
                 _print_issues(issues, sys.stderr)
                 summaries.append({"sweep": label, "status": "invalid", "errors": [i.to_dict() for i in issues]})
@@ -229,7 +230,35 @@ def _services(args: argparse.Namespace) -> Any:
 
     folders = configure(models=args.models_dir, extra_model_roots=args.extra_models_dir or None,
                         inputs=args.input_dir, outputs=args.output_dir)
-    return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle)
+    return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle,
+                    limits=_run_limits(args))
+
+
+def _run_limits(args: argparse.Namespace) -> Any:
+    from nodes.services import RunLimits
+
+    return RunLimits(max_pixels=args.max_pixels, max_batch=args.max_batch, max_steps=args.max_steps,
+                     memory_fraction=args.memory_fraction)
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """What one run may cost: checked when a workflow is validated and again by the nodes as they run."""
+    from engine.limits import DEFAULT_MAX_VALUE_BYTES
+    from nodes.services import RunLimits
+
+    defaults = RunLimits()
+    group = parser.add_argument_group("limits (0 switches one off)")
+    group.add_argument("--max-pixels", type=int, default=defaults.max_pixels, metavar="N",
+                       help=f"width x height of any image or latent a run makes (default {defaults.max_pixels:,} = 2048x2048)")
+    group.add_argument("--max-batch", type=int, default=defaults.max_batch, metavar="N",
+                       help=f"images in one batch (default {defaults.max_batch})")
+    group.add_argument("--max-steps", type=int, default=defaults.max_steps, metavar="N",
+                       help=f"sampler steps (default {defaults.max_steps})")
+    group.add_argument("--memory-fraction", type=float, default=defaults.memory_fraction, metavar="F",
+                       help="refuse sampling or decoding whose estimated memory is over this share of the free "
+                            f"memory (default {defaults.memory_fraction})")
+    group.add_argument("--max-value-size", type=parse_size, default=DEFAULT_MAX_VALUE_BYTES, metavar="SIZE",
+                       help="text in any one value a node makes (default 4MiB); a node over it fails")
 
 
 def add_folder_options(parser: argparse.ArgumentParser) -> None:
@@ -248,9 +277,9 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
 
 
 def command_validate(args: argparse.Namespace, reg: NodeRegistry) -> int:
-    _services(args)  # the folders that choices (checkpoint names, input images) are checked against
+    services = _services(args)  # the folders that choices (checkpoint names, input images) are checked against
     document = _read_workflow(args.workflow)
-    graph, issues = find_issues(document, reg, args.output or None)
+    graph, issues = find_issues(document, reg, args.output or None, services=services)
     if args.json:
         print(json.dumps({"valid": graph is not None, "errors": [i.to_dict() for i in issues]}, indent=2))
     elif graph is None:
@@ -289,6 +318,11 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         output_dir=args.output_dir, temp_dir=args.temp_dir, device=args.device, precision=args.precision,
         allow_pickle=args.allow_pickle, cache_bytes=args.cache_size, max_upload_bytes=args.max_upload,
         clear_temp=not args.keep_temp,
+        max_pixels=args.max_pixels, max_batch=args.max_batch, max_steps=args.max_steps,
+        memory_fraction=args.memory_fraction, max_value_bytes=args.max_value_size, max_run_seconds=args.max_run_time,
+        max_stored_value=args.max_stored_value, max_queued=args.max_queued,
+        max_queued_per_client=args.max_queued_per_client, history_max_runs=args.history_max_runs,
+        history_max_days=args.history_max_days,
     )
     if args.user_dir is not None:
         config.user_dir = args.user_dir
@@ -300,6 +334,13 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         raise UsageError(str(exc)) from None
     serve(config, registry=reg, log_level=args.log_level)
     return EXIT_OK
+
+
+def _server_defaults() -> Any:
+    """The server's defaults, for the help text (imported late: `run` does not load the server)."""
+    from server.config import ServerConfig
+
+    return ServerConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print a JSON summary of each run")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     add_folder_options(run)
+    add_limit_options(run)
     run.set_defaults(handler=command_run)
 
     validate = sub.add_parser("validate", help="check a workflow and list every problem (exit 1 if any)")
@@ -328,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--output", action="append", default=[], metavar="NODE")
     validate.add_argument("--json", action="store_true", help="print the problems as JSON")
     add_folder_options(validate)
+    add_limit_options(validate)
     validate.set_defaults(handler=command_validate)
 
     nodes_ = sub.add_parser("nodes", help="print the node catalog as JSON")
@@ -358,6 +401,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest image upload (default 32MiB)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_folder_options(serve)
+    add_limit_options(serve)
+    server_defaults = _server_defaults()
+    group = serve.add_argument_group("server limits and history (0 switches one off)")
+    group.add_argument("--max-run-time", type=float, default=server_defaults.max_run_seconds, metavar="SECONDS",
+                       help=f"a run still going after this fails (default {server_defaults.max_run_seconds:g})")
+    group.add_argument("--max-stored-value", type=parse_size, default=server_defaults.max_stored_value, metavar="SIZE",
+                       help="characters of one string stored with a run and returned by the API; longer ones are "
+                            "stored truncated and listed in the run's `truncated` (default 64KiB)")
+    group.add_argument("--max-queued", type=int, default=server_defaults.max_queued, metavar="N",
+                       help=f"runs waiting in the queue in all (default {server_defaults.max_queued})")
+    group.add_argument("--max-queued-per-client", type=int, default=server_defaults.max_queued_per_client,
+                       metavar="N", help=f"runs waiting per client_id (default {server_defaults.max_queued_per_client})")
+    group.add_argument("--history-max-runs", type=int, default=server_defaults.history_max_runs, metavar="N",
+                       help=f"finished runs kept in the history, newest first (default {server_defaults.history_max_runs:,}); "
+                            "images are never deleted")
+    group.add_argument("--history-max-days", type=float, default=server_defaults.history_max_days, metavar="DAYS",
+                       help="forget finished runs older than this (default 0: keep by count only)")
     serve.set_defaults(handler=command_serve)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the workflow format")

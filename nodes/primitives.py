@@ -6,6 +6,7 @@ They make the engine usable before any model is loaded, and feed widgets of othe
 from __future__ import annotations
 
 import math
+import re
 import string
 from typing import Any, Literal
 
@@ -158,12 +159,44 @@ class StringFormat(Node):
         value: str = Output(description="the filled-in text")
 
     def run(self, ctx: RunContext) -> Outputs:
-        values = {"a": self.a, "b": self.b, "c": self.c, "d": self.d}
-        for _, field, _, _ in string.Formatter().parse(self.template):
+        values = {k: "" if v is None else v for k, v in {"a": self.a, "b": self.b, "c": self.c, "d": self.d}.items()}
+        formatter = string.Formatter()
+        estimate = 0
+        for literal, field, spec, conversion in formatter.parse(self.template):
+            estimate += len(literal)
+            if field is None:
+                continue
             # Only the bare names: attribute or index access ({a.__class__}) would reach into objects.
-            if field is not None and field not in values:
+            if field not in values:
                 raise ValueError(f"template placeholder {{{field}}} is not one of {{a}}, {{b}}, {{c}}, {{d}}")
-        return self.Outputs(value=self.template.format(**{k: "" if v is None else v for k, v in values.items()}))
+            estimate += _field_size(values[field], formatter.vformat(spec or "", (), values) if spec else "", conversion)
+        cap = ctx.limits.max_value_bytes
+        if cap and estimate > cap:  # refused before the text is made, not after it filled the memory
+            raise ValueError(f"the template would make about {estimate:,} characters, over the limit of "
+                             f"{cap:,} for one value (a width or precision in a placeholder is too large?)")
+        return self.Outputs(value=self.template.format(**values))
+
+
+_FORMAT_SPEC = re.compile(r"^(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d+)?[,_]?(?:\.(?P<precision>\d+))?[a-zA-Z%]?$", re.S)
+
+
+def _field_size(value: Any, spec: str, conversion: str | None) -> int:
+    """An upper bound, roughly, on the characters `format(value, spec)` makes: the padded width or
+    the value's own text, plus room for a precision (a float prints up to ~310 digits before the
+    point, and grouping separators)."""
+    shown = repr(value) if conversion in ("r", "a") else value
+    if isinstance(shown, str):
+        own = len(shown) * (6 if conversion == "a" else 1)
+    elif isinstance(shown, (int, float, bool)):
+        own = len(str(shown)) * 2 + 320
+    else:
+        own = len(str(shown))
+    match = _FORMAT_SPEC.match(spec)
+    if match is None:
+        return own  # format() will refuse the spec itself
+    width = int(match["width"] or 0)
+    precision = int(match["precision"] or 0)
+    return max(width, own + precision + precision // 3)
 
 
 @node("show_value", category="primitives", title="Show value", output=True)

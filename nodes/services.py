@@ -14,12 +14,25 @@ from nodes.folders import Folders, folders as default_folders
 
 
 @dataclass
+class RunLimits:
+    """What one run may ask of the machine; checked at validation for literal inputs (a node's
+    `check_limits`) and again by the node when it runs, before the expensive work starts.
+    0 (or None) switches a limit off."""
+
+    max_pixels: int = 2048 * 2048  # width x height of any image or latent (in pixels) a node makes
+    max_batch: int = 16  # images in one batch
+    max_steps: int = 200  # sampler steps
+    memory_fraction: float = 0.9  # refuse work whose estimated memory exceeds this share of what is free
+
+
+@dataclass
 class Services:
     folders: Folders = field(default_factory=lambda: default_folders)
     model_cache_bytes: int = 16 << 30
     device: str | None = None  # None: CUDA when present, else the CPU
     precision: str | None = None  # None: the device's default (fp16 on CUDA, fp32 on the CPU)
     allow_pickle: bool = False  # .ckpt files: refused unless set, then read weights-only
+    limits: RunLimits = field(default_factory=RunLimits)
 
     @cached_property
     def models(self) -> Any:

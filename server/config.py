@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.limits import DEFAULT_MAX_VALUE_BYTES
 from nodes.folders import REPO_ROOT
+from nodes.services import RunLimits
 
 DEFAULT_PORT = 8188
 TOKEN_ENV = "LATENTGRAPH_TOKEN"
@@ -58,7 +60,28 @@ class ServerConfig:
     max_image_side: int = 8192  # pixels, either side of an uploaded image
     max_image_pixels: int = 8192 * 8192
     preview_max_side: int = 256  # step previews are scaled down to this
+
+    # What one run may cost (0 switches a bound off); see README "Limits".
+    max_pixels: int = RunLimits.max_pixels  # width x height of any image or latent a run makes
+    max_batch: int = RunLimits.max_batch
+    max_steps: int = RunLimits.max_steps
+    memory_fraction: float = RunLimits.memory_fraction  # of the free memory, for one sampling or decode
+    max_run_seconds: float = 3600.0  # a run still going after this fails (checked at every cancel point)
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES  # text in any one value a node makes, in memory
+    max_stored_value: int = 64 << 10  # characters of one string stored with a run (longer: truncated, flagged)
+    max_stored_run: int = 1 << 20  # characters of text in one run's stored results (and in its errors)
+    max_queued: int = 1000  # runs waiting in all
+    max_queued_per_client: int = 200  # runs waiting per client_id (those without one count as one client)
+    history_max_runs: int = 10_000  # finished runs kept; the oldest are forgotten first (images stay)
+    history_max_days: float = 0.0  # forget finished runs older than this (0: keep by count only)
     clear_temp: bool = True  # preview images of the last session are removed at start-up
+
+    # The run database's backups (see docs/backups.md): in user_dir/backups, at start-up and every
+    # backup_interval minutes (0: only at start-up), the newest `backups` kept (0: no backups).
+    backups: int = 5
+    backup_interval: float = 60.0  # minutes
+    restore_backup: bool = False  # at start-up: move runs.sqlite aside, put the newest good backup in its place
+    reset_database: bool = False  # at start-up: move runs.sqlite aside, start with an empty history
 
     def check(self) -> None:
         """Refuse configurations that would expose the server (raises ConfigError)."""
@@ -73,6 +96,13 @@ class ServerConfig:
             raise ConfigError(f"the API token may hold letters, digits and - _ . ~ + / = only ({TOKEN_HINT})")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is not between 0 and 65535")
+        if self.backups < 0:
+            raise ConfigError(f"--backups must be 0 (no backups) or more, not {self.backups}")
+        if self.backup_interval < 0:
+            raise ConfigError(f"--backup-interval must be 0 (only at start-up) or more minutes, not {self.backup_interval:g}")
+        if self.restore_backup and self.reset_database:
+            raise ConfigError("--restore-backup and --reset-database exclude each other: restore the newest backup, "
+                              "or start with an empty history")
 
     @property
     def workflows_dir(self) -> Path:
@@ -81,6 +111,10 @@ class ServerConfig:
     @property
     def database_path(self) -> Path:
         return self.user_dir / "runs.sqlite"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.user_dir / "backups"
 
     @property
     def thumbnails_dir(self) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 from engine import Event
 
 TERMINAL_EVENTS = frozenset({"run_finished", "run_cancelled", "run_interrupted"})
+MAX_PROGRESS_KEPT = 10_000  # progress events of one run kept for replay and history (all are sent live)
 PREVIEW_QUALITY = 80
 
 
@@ -89,4 +90,4 @@ def server_event(run_id: str, seq: int, kind: str, data: dict[str, Any]) -> RunM
     return run_message(Event(kind, run_id, data), seq)
 
 
-__all__ = ["RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "run_message", "server_event"]
+__all__ = ["MAX_PROGRESS_KEPT", "RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "run_message", "server_event"]

@@ -44,7 +44,7 @@ class RunQueue:
     def load(self) -> int:
         """Take up the runs the store holds as queued (after a restart). Returns how many."""
         with self._cond:
-            self._pending = self.store.pending()
+            self._pending = [_slim(r) for r in self.store.pending()]
             self._renumber()
             self._cond.notify_all()
             return len(self._pending)
@@ -54,6 +54,7 @@ class RunQueue:
     def submit(self, run: RunRecord) -> int:
         """Queue a run (already in the store) behind every run of the same or higher priority.
         Returns how many runs are ahead of it in the queue."""
+        run = _slim(run)
         with self._cond:
             index = next((i for i, r in enumerate(self._pending) if r.priority < run.priority), len(self._pending))
             self._pending.insert(index, run)
@@ -122,6 +123,9 @@ class RunQueue:
             if self._closed:
                 return None
             run = self._pending.pop(0)
+            stored = self.store.get(run.id)  # the whole workflow, which the queue does not hold
+            if stored is not None:
+                run.workflow = stored.workflow
             run.status, run.started, run.position = RUNNING, time.time(), None
             self.store.update(run.id, status=RUNNING, started=run.started, position=None)
             active = self._running[run.id] = ActiveRun(run)
@@ -151,6 +155,11 @@ class RunQueue:
         """How many queued runs are ahead of this one, or None if it is not queued."""
         with self._cond:
             return next((i for i, r in enumerate(self._pending) if r.id == run_id), None)
+
+    def count(self, client_id: str | None) -> int:
+        """Queued runs of one client (None: those submitted without a client_id)."""
+        with self._cond:
+            return sum(1 for r in self._pending if r.client_id == client_id)
 
     def is_running(self, run_id: str) -> bool:
         with self._cond:
@@ -186,6 +195,14 @@ class RunQueue:
         for index, run in enumerate(self._pending):
             run.position = float(index)
         self.store.set_positions((r.id, r.position) for r in self._pending)
+
+
+def _slim(run: RunRecord) -> RunRecord:
+    """A queued run as the queue keeps it: without its workflow (up to megabytes, read again from
+    the store when the run is taken), only the name that queue listings show."""
+    name = run.name
+    run.workflow = {"meta": {"name": name}} if name is not None else {}
+    return run
 
 
 __all__ = ["ActiveRun", "NotPending", "RunQueue"]

@@ -20,26 +20,33 @@ from server.store import CANCELLED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunR
 
 
 class RunService:
-    def __init__(self, store: RunStore, queue: RunQueue, hub: EventHub, registry: NodeRegistry) -> None:
+    def __init__(self, store: RunStore, queue: RunQueue, hub: EventHub, registry: NodeRegistry,
+                 services: Any = None, max_queued: int = 0, max_queued_per_client: int = 0) -> None:
         self.store = store
         self.queue = queue
         self.hub = hub
         self.registry = registry
+        self.services = services  # what nodes check their limits against at validation
+        self.max_queued = max_queued  # 0: no bound
+        self.max_queued_per_client = max_queued_per_client
 
     def recover(self) -> tuple[list[str], int]:
         """At start-up: mark runs the last process left running as interrupted (with a
-        run_interrupted event) and queue again the runs that were waiting. Returns both."""
+        run_interrupted event numbered after every event a client may have seen of them) and
+        queue again the runs that were waiting. Returns both."""
         interrupted = self.store.recover()
         self.store.add_events([
-            server_event(run_id, self.store.last_seq(run_id) + 1, "run_interrupted",
+            server_event(run_id, self.store.next_seq(run_id), "run_interrupted",
                          {"reason": "the server stopped while this run was running"}).record
             for run_id in interrupted])
         return interrupted, self.queue.load()
 
     def submit(self, workflow: Any, *, client_id: str | None = None, priority: int = 0,
                outputs: list[str] | None = None) -> tuple[RunRecord, int]:
-        """Validate and queue a workflow. Raises WorkflowInvalid with every problem found."""
-        graph, issues = find_issues(workflow, self.registry, outputs)
+        """Validate and queue a workflow. Raises WorkflowInvalid with every problem found, or
+        ApiError 429 when the queue (or this client's share of it) is full."""
+        self._check_room(client_id)
+        graph, issues = find_issues(workflow, self.registry, outputs, services=self.services)
         if graph is None:
             raise WorkflowInvalid(issues)
         run = RunRecord(id=uuid.uuid4().hex, status=QUEUED, workflow=graph.workflow.to_dict(), priority=priority,
@@ -50,6 +57,17 @@ class RunService:
         self.hub.publish(queued, client_id)  # before the queue: a worker may take it at once
         position = self.queue.submit(replace(run))  # the worker's copy changes; this one says "queued"
         return run, position
+
+    def _check_room(self, client_id: str | None) -> None:
+        if self.max_queued and len(self.queue) >= self.max_queued:
+            raise ApiError(429, "queue_full", f"the queue holds {len(self.queue)} runs, its limit (--max-queued "
+                                              f"{self.max_queued}); submit again once some have run")
+        if self.max_queued_per_client:
+            mine = self.queue.count(client_id)
+            if mine >= self.max_queued_per_client:
+                who = f"client {client_id!r}" if client_id else "submissions without a client_id"
+                raise ApiError(429, "queue_full", f"{who} already have {mine} runs queued, the limit per client "
+                                                  f"(--max-queued-per-client {self.max_queued_per_client})")
 
     def cancel(self, run_id: str) -> RunRecord:
         """Cancel a queued run (it never starts) or a running one (it stops at its next step)."""
@@ -76,7 +94,7 @@ class RunService:
 
     def _record_cancelled(self, run: RunRecord) -> RunRecord:
         run.status, run.finished, run.position, run.error = CANCELLED, time.time(), None, "cancelled before it started"
-        message = server_event(run.id, self.store.last_seq(run.id) + 1, "run_cancelled",
+        message = server_event(run.id, self.store.next_seq(run.id), "run_cancelled",
                                {"seconds": 0.0, "node": None, "queued": True})
         self.store.finish(run, [message.record])
         self.hub.publish(message, run.client_id)

@@ -65,13 +65,17 @@ class RunDetail(RunSummary):
     results: dict[str, dict[str, Any]] = Field(default_factory=dict, description="output node → what it reported")
     errors: list[dict[str, Any]] = Field(default_factory=list, description="node failures or validation problems")
     summary: dict[str, Any] = Field(default_factory=dict, description="executed, cached and skipped nodes; seconds")
+    truncated: list[dict[str, Any]] = Field(
+        default_factory=list, description="values stored shortened (see --max-stored-value): each "
+                                          "{path, length, kept}, e.g. {\"path\": \"results.show.value\", ...}")
     events: list[RunEvent] = Field(default_factory=list)
 
     @classmethod
     def of_run(cls, run: RunRecord, position: int | None, events: list[dict[str, Any]]) -> "RunDetail":
         summary = RunSummary.of(run, position).model_dump()
         return cls(**summary, workflow=run.workflow, outputs=run.outputs, results=run.results, errors=run.errors,
-                   summary=run.summary, events=[RunEvent(**e) for e in events])
+                   summary=run.summary, truncated=run.summary.get("truncated") or [],
+                   events=[RunEvent(**e) for e in events])
 
 
 class RunList(BaseModel):
@@ -146,6 +150,8 @@ class Health(BaseModel):
     worker: bool = Field(description="the worker thread is alive")
     queued: int
     running: int
+    store: str = Field("ok", description="'ok', or what is wrong with the run database (e.g. damaged: then "
+                                        "restart with --restore-backup)")
 
 
 def _image(image: dict[str, Any]) -> dict[str, Any]:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
-from engine import EventBus, Executor, NodeRegistry, OutputCache
+from engine import EventBus, ExecutionLimits, Executor, NodeRegistry, OutputCache
 from nodes.folders import IMAGE_EXTENSIONS, Folders, configure
-from nodes.services import Services
+from nodes.services import RunLimits, Services
+from server.backup import BackupScheduler, damaged_message, is_damage, prepare_database
+from server.bounds import StoredBounds
 from server.catalog import CatalogCache
 from server.config import ServerConfig
+from server.event_log import EventWriter
 from server.hub import EventHub
 from server.run_queue import RunQueue
 from server.runs import RunService
@@ -42,8 +46,10 @@ class ServerState:
     catalog: CatalogCache
     workflows: WorkflowLibrary
     thumbnails: Thumbnails
+    retention: "Retention"
     version: str
     started: float = field(default_factory=time.time)
+    backups: BackupScheduler | None = None  # rolling backups of the run database
 
     def start(self) -> None:
         """Clear the temporary images, recover the queue, start the worker."""
@@ -51,7 +57,10 @@ class ServerState:
             clear_temp_images(self.folders.temp)
         for folder in (self.folders.inputs, self.folders.outputs, self.folders.temp):
             folder.mkdir(parents=True, exist_ok=True)
+        self.retention.prune()
         interrupted, queued = self.runs.recover()
+        if self.backups is not None:
+            self.backups.start()  # the first backup now, in its thread
         if interrupted:
             log.warning("%d run(s) were cut off by the last shutdown and are marked interrupted", len(interrupted))
         if queued:
@@ -60,6 +69,8 @@ class ServerState:
 
     def stop(self) -> None:
         """Stop the worker (a run in progress is interrupted; queued runs stay queued), close the store."""
+        if self.backups is not None:
+            self.backups.stop()
         self.dispatcher.stop()
         self.store.close()
 
@@ -69,20 +80,63 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
 
     folders = configure(models=config.models_dir, extra_model_roots=list(config.extra_model_roots),
                         inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir)
+    limits = RunLimits(max_pixels=config.max_pixels, max_batch=config.max_batch, max_steps=config.max_steps,
+                       memory_fraction=config.memory_fraction)
     services = Services(folders=folders, device=config.device, precision=config.precision,
-                        allow_pickle=config.allow_pickle)
-    executor = Executor(registry, OutputCache(config.cache_bytes), services=services, events=EventBus())
-    store = RunStore(config.database_path)
+                        allow_pickle=config.allow_pickle, limits=limits)
+    executor = Executor(registry, OutputCache(config.cache_bytes), services=services, events=EventBus(),
+                        limits=ExecutionLimits(max_value_bytes=config.max_value_bytes,
+                                               max_seconds=config.max_run_seconds))
+    prepare_database(config)  # restore or reset when asked; a damaged file stops here (DatabaseDamaged)
+    try:
+        store = RunStore(config.database_path)
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        raise damaged_message(config, f"SQLite says: {exc}") from None
+    backups = BackupScheduler(config.database_path, config.backups_dir, config.backups, config.backup_interval * 60,
+                              on_damage=store.mark_damaged)
     queue = RunQueue(store)
     hub = EventHub(store, lambda: queue_state(*queue.snapshot(), limit=QUEUE_MESSAGE_LIMIT), version=__version__)
     queue.on_change = hub.queue_changed
-    runs = RunService(store, queue, hub, registry)
-    dispatcher = Dispatcher(queue, store, hub, worker or LocalWorker(executor), config.preview_max_side)
+    runs = RunService(store, queue, hub, registry, services=services, max_queued=config.max_queued,
+                      max_queued_per_client=config.max_queued_per_client)
+    retention = Retention(store, config.history_max_runs, config.history_max_days)
+    dispatcher = Dispatcher(queue, store, hub, worker or LocalWorker(executor), config.preview_max_side,
+                            events=EventWriter(store),
+                            bounds=StoredBounds(max_string=config.max_stored_value, budget=config.max_stored_run),
+                            after_run=retention.maybe_prune)
     return ServerState(
         config=config, registry=registry, folders=folders, executor=executor, store=store, queue=queue, hub=hub,
-        runs=runs, dispatcher=dispatcher, catalog=CatalogCache(registry),
+        runs=runs, dispatcher=dispatcher, retention=retention, backups=backups, catalog=CatalogCache(registry),
         workflows=WorkflowLibrary(config.bundled_workflows_dir, config.workflows_dir),
         thumbnails=Thumbnails(config.thumbnails_dir), version=__version__)
+
+
+class Retention:
+    """History retention: the oldest finished runs beyond `max_runs`, and those older than
+    `max_days`, are forgotten at start-up and then at most once a minute after a run ends."""
+
+    INTERVAL = 60.0  # seconds between prunes while runs finish
+
+    def __init__(self, store: RunStore, max_runs: int, max_days: float) -> None:
+        self.store = store
+        self.max_runs = max_runs
+        self.max_age = max_days * 86400.0
+        self._last = 0.0
+
+    def prune(self) -> int:
+        self._last = time.monotonic()
+        if not self.max_runs and not self.max_age:
+            return 0
+        removed = self.store.prune(max_runs=self.max_runs, max_age=self.max_age)
+        if removed:
+            log.info("history retention: forgot %d finished run(s)", removed)
+        return removed
+
+    def maybe_prune(self) -> None:
+        if time.monotonic() - self._last >= self.INTERVAL:
+            self.prune()
 
 
 def clear_temp_images(folder: Path) -> int:
@@ -105,4 +159,4 @@ def get_state(connection: HTTPConnection) -> ServerState:
     return connection.app.state.latentgraph
 
 
-__all__ = ["ServerState", "build_state", "clear_temp_images", "get_state"]
+__all__ = ["Retention", "ServerState", "build_state", "clear_temp_images", "get_state"]

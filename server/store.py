@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from server.backup import WatchedConnection
+
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
 ACTIVE = frozenset({QUEUED, RUNNING})
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED})
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.seq_reserved
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id        TEXT PRIMARY KEY,
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     results   TEXT,              -- output node -> reported results (JSON)
     errors    TEXT,              -- node failures or validation issues (JSON list)
     summary   TEXT,              -- executed, cached, skipped, seconds (JSON)
-    error     TEXT               -- one line for lists: the first error, or why it was interrupted
+    error     TEXT,              -- one line for lists: the first error, or why it was interrupted
+    seq_reserved INTEGER NOT NULL DEFAULT 0  -- seqs up to this may have reached clients (see reserve_seq)
 );
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, position);
@@ -99,7 +102,8 @@ class RunStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # WatchedConnection notes SQLite reporting damage (server/backup.py): see `damage`
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, factory=WatchedConnection)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -111,6 +115,30 @@ class RunStore:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{path} was written by a newer Latentgraph (schema {row[0]})")
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._migrate(int(row[0]))
+
+    def _migrate(self, version: int) -> None:
+        """Bring a database of an older schema up to SCHEMA_VERSION (called with the lock held)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2:
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+                if "seq_reserved" not in columns:
+                    self._db.execute("ALTER TABLE runs ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @property
+    def damage(self) -> str | None:
+        """What SQLite said when it found this database damaged while serving; None while it looks sound."""
+        return self._db.damage
+
+    def mark_damaged(self, reason: str) -> None:
+        self._db.mark_damaged(reason)
 
     def close(self) -> None:
         with self._lock:
@@ -147,6 +175,36 @@ class RunStore:
                        (run.status, run.started, run.finished, _dumps(run.results), _dumps(run.errors),
                         _dumps(run.summary), run.error, run.id))
             db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
+
+    def reserve_seq(self, run_id: str, upto: int) -> None:
+        """Record that events up to seq `upto` may be sent to clients before they are stored. Event
+        rows are written in batches a moment after they are sent; after a crash, the event that
+        closes the run is numbered past every reserved seq, so it is never a number a client had."""
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET seq_reserved = MAX(seq_reserved, ?) WHERE id = ?", (upto, run_id))
+
+    def next_seq(self, run_id: str) -> int:
+        """The seq of a new event for a run: after every stored and every reserved seq."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(COALESCE((SELECT MAX(seq) FROM events WHERE run_id = ?), 0), "
+                                   "COALESCE((SELECT seq_reserved FROM runs WHERE id = ?), 0))", (run_id, run_id)).fetchone()
+        return int(row[0]) + 1
+
+    def prune(self, *, max_runs: int = 0, max_age: float = 0.0) -> int:
+        """History retention: forget the oldest finished runs beyond `max_runs` and those that
+        finished more than `max_age` seconds ago (0: no bound). Queued and running runs stay;
+        image files stay. Returns how many runs were forgotten."""
+        marks = ", ".join("?" * len(FINISHED))
+        removed = 0
+        with self._transaction() as db:
+            if max_age:
+                removed += db.execute(f"DELETE FROM runs WHERE status IN ({marks}) AND COALESCE(finished, created) < ?",
+                                      (*FINISHED, time.time() - max_age)).rowcount
+            if max_runs:
+                removed += db.execute(f"DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE status IN ({marks}) "
+                                      "ORDER BY COALESCE(finished, created) DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                                      (*FINISHED, max_runs)).rowcount
+        return removed
 
     def recover(self) -> list[str]:
         """At start-up: runs left 'running' by a process that died are marked interrupted."""

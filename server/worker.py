@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from engine import CancelToken, Event, Executor, find_issues
+from server.bounds import StoredBounds
+from server.event_log import EventWriter
 from server.hub import EventHub
-from server.messages import RunMessage, run_message
+from server.messages import MAX_PROGRESS_KEPT, RunMessage, run_message, server_event
 from server.run_queue import ActiveRun, RunQueue
-from server.store import CANCELLED, FAILED, INTERRUPTED, RunStore
+from server.store import CANCELLED, FAILED, INTERRUPTED, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class LocalWorker:
 
     def execute(self, job: Job, cancel: CancelToken, publish: Publish) -> Outcome:
         # Checked again: a model or input image may have gone since the run was queued.
-        graph, issues = find_issues(job.workflow, self.executor.registry, job.outputs)
+        graph, issues = find_issues(job.workflow, self.executor.registry, job.outputs, services=self.executor.services)
         if graph is None:
             errors = [i.to_dict() for i in issues]
             publish(Event("run_finished", job.run_id, {"status": FAILED, "seconds": 0.0, "results": {}, "errors": errors}))
@@ -78,31 +80,57 @@ class LocalWorker:
                         "seconds": result.seconds})
 
 
+SEQ_BLOCK = 256  # seqs reserved in the store at a time (one short write per this many events)
+SHUTDOWN_GRACE = 10.0  # seconds a run has to reach a cancel point when the server stops
+
+
 class Dispatcher:
     """One thread: take the next run, execute it on the worker, publish and record what happens.
 
     A failing run (or a failing worker) never stops it. `stop` cancels the run in progress, which
-    is then recorded as interrupted, and leaves the queued runs queued for the next start.
+    is then recorded as interrupted, and leaves the queued runs queued for the next start; a run
+    that does not stop within the grace period is recorded as interrupted by `stop` itself.
+
+    Every event is published to the hub at once and appended to the event writer, which stores
+    it a fraction of a second later; the run's final state and its closing event are stored in
+    one transaction before that event is published, so whoever sees it can read the final run.
     """
 
     def __init__(self, queue: RunQueue, store: RunStore, hub: EventHub, worker: Worker,
-                 preview_max_side: int = 256, name: str = "latentgraph-worker") -> None:
+                 preview_max_side: int = 256, name: str = "latentgraph-worker",
+                 events: EventWriter | None = None, bounds: StoredBounds | None = None,
+                 after_run: Callable[[], None] = lambda: None) -> None:
         self.queue = queue
         self.store = store
         self.hub = hub
         self.worker = worker
         self.preview_max_side = preview_max_side
+        self.events = events if events is not None else EventWriter(store)
+        self.bounds = bounds if bounds is not None else StoredBounds()
+        self.after_run = after_run
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._record_lock = threading.Lock()  # who records the run in progress: its thread, or stop()
+        self._current: ActiveRun | None = None
+        self._abandoned: set[str] = set()
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = SHUTDOWN_GRACE) -> None:
         self._stopping.set()
         self.queue.close()
         self.queue.cancel_all_running()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            with self._record_lock:
+                active, self._current = self._current, None
+                if active is not None:
+                    self._abandoned.add(active.record.id)
+            if active is not None:  # it never reached a cancel point: record it as cut off now
+                log.warning("run %s did not stop within %.0f s; recorded as interrupted", active.record.id, timeout)
+                self._record_interrupted(active.record, f"the server shut down and the run did not stop within {timeout:g} s")
+        self.events.close()
 
     @property
     def alive(self) -> bool:
@@ -114,36 +142,55 @@ class Dispatcher:
                 active = self.queue.take(timeout=1.0)
             except Exception:  # the store failed to mark it running: try again shortly
                 log.exception("could not take the next run")
-                time.sleep(1.0)
+                self._stopping.wait(1.0)
                 continue
             if active is None:
                 continue
+            with self._record_lock:
+                self._current = active
             try:
                 self._execute(active)
             except Exception:  # e.g. the store failed: log it, keep serving the queue
                 log.exception("run %s could not be recorded", active.record.id)
             finally:
+                with self._record_lock:
+                    self._current = None
                 self.queue.done(active.record.id)
                 self.hub.run_stored(active.record.id)
+            try:
+                self.after_run()
+            except Exception:
+                log.exception("after-run housekeeping failed")
 
     def _execute(self, active: ActiveRun) -> None:
         run = active.record
         seq = self.store.last_seq(run.id)
-        events: list[dict[str, Any]] = []
+        reserved = seq
+        progress_stored = 0
         final: list[RunMessage] = []
 
         def publish(event: Event) -> None:
-            nonlocal seq
+            nonlocal seq, reserved, progress_stored
             if event.type == "run_cancelled" and self._stopping.is_set():
                 event = Event("run_interrupted", event.run_id, {**event.data, "reason": "the server is shutting down"},
                               event.timestamp)
             seq += 1
+            if seq > reserved:  # stored before any client can see a seq past the reservation
+                reserved = seq + SEQ_BLOCK
+                try:
+                    self.store.reserve_seq(run.id, reserved)
+                except Exception:
+                    log.exception("could not reserve event numbers for run %s", run.id)
+            if event.type != "node_progress":  # progress data is the executor's own, small and fixed
+                event = Event(event.type, event.run_id, self.bounds.bound(event.data, "", []), event.timestamp)
             message = run_message(event, seq, self.preview_max_side)
-            events.append(message.record)
-            if message.terminal:  # sent once stored: whoever sees it can read the final run at once
+            if message.terminal:  # stored with the run's final state, then sent
                 final.append(message)
-            else:
-                self.hub.publish(message, run.client_id)
+                return
+            if message.type != "node_progress" or progress_stored < MAX_PROGRESS_KEPT:
+                progress_stored += message.type == "node_progress"
+                self.events.append(message.record)
+            self.hub.publish(message, run.client_id)
 
         try:
             outcome = self.worker.execute(Job(run.id, run.workflow, run.outputs), active.cancel, publish)
@@ -158,11 +205,29 @@ class Dispatcher:
         if outcome.status == CANCELLED and self._stopping.is_set():
             run.status = INTERRUPTED
         run.finished = time.time()
-        run.results, run.errors, run.summary = outcome.results, outcome.errors, outcome.summary
+        notes: list[dict[str, Any]] = []
+        run.results = self.bounds.bound(outcome.results, "results", notes)
+        run.errors = self.bounds.bound(outcome.errors, "errors", notes)
+        run.summary = {**outcome.summary, **({"truncated": notes} if notes else {})}
+        if progress_stored >= MAX_PROGRESS_KEPT:
+            run.summary["progress_events_stored"] = progress_stored
         run.error = _first_error(run)
-        self.store.finish(run, events)
+        self.events.flush()
+        with self._record_lock:
+            if run.id in self._abandoned:  # stop() has recorded it as interrupted already
+                return
+            self._current = None
+            self.store.finish(run, [m.record for m in final])
         for message in final:
             self.hub.publish(message, run.client_id)
+
+    def _record_interrupted(self, run: RunRecord, reason: str) -> None:
+        self.events.flush()
+        message = server_event(run.id, self.store.next_seq(run.id), "run_interrupted", {"reason": reason})
+        run.status, run.finished, run.error = INTERRUPTED, time.time(), "the server stopped while this run was running"
+        self.store.finish(run, [message.record])
+        self.hub.publish(message, run.client_id)
+        self.hub.run_stored(run.id)
 
 
 def _first_error(run: Any) -> str | None:

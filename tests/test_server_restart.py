@@ -13,7 +13,7 @@ from test_server_support import arithmetic, gated, show, submit, wait_for, wait_
 
 
 def client(server) -> httpx.Client:
-    return httpx.Client(base_url=server.url, timeout=10, trust_env=False)
+    return httpx.Client(base_url=server.url, timeout=30, trust_env=False)
 
 
 def test_queued_runs_resume_after_a_restart_and_the_running_one_is_marked_interrupted(start_server, tmp_path):

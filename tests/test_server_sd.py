@@ -75,7 +75,7 @@ def test_txt2img_streams_previews_and_its_png_carries_the_workflow(sd_root, star
 
 def test_cancelling_sampling_stops_within_one_step(sd_root, start_server):
     server = start_server()
-    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as api:
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as api:
         run_id = submit(api, txt2img(steps=1000))["id"]
 
         def steps_seen() -> list[int]:
@@ -104,7 +104,7 @@ def test_a_server_killed_mid_run_marks_it_interrupted_and_resumes_the_queue(sd_r
     process = subprocess.Popen([sys.executable, "-m", "latentgraph", "serve", "--port", str(port), "--log-level", "warning",
                                 *map(str, folders)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False) as api:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False) as api:
             def up() -> bool:
                 try:
                     return api.get("/api/health").status_code == 200
@@ -125,7 +125,7 @@ def test_a_server_killed_mid_run_marks_it_interrupted_and_resumes_the_queue(sd_r
             process.wait()
 
     server = start_server()
-    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as api:
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as api:
         cut = api.get(f"/api/runs/{running}").json()
         assert cut["status"] == "interrupted" and cut["events"][-1]["type"] == "run_interrupted"
         resumed = wait_run(api, waiting, timeout=30)

@@ -174,7 +174,7 @@ def server(start_server: Callable[..., ServerThread]) -> ServerThread:
 
 @pytest.fixture
 def api(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as client:
+    with httpx.Client(base_url=server.url, timeout=DEADLINE, trust_env=False) as client:
         yield client
 
 
@@ -184,7 +184,12 @@ def submit(api: httpx.Client, document: dict[str, Any], **options: Any) -> dict[
     return response.json()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+# Deadlines are generous on purpose: a wait ends as soon as its condition holds, so a long deadline
+# costs nothing on a quiet machine and keeps the suite passing on a loaded one.
+DEADLINE = 30.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = DEADLINE, interval: float = 0.01) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -195,7 +200,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-def wait_run(api: httpx.Client, run_id: str, timeout: float = 10.0) -> dict[str, Any]:
+def wait_run(api: httpx.Client, run_id: str, timeout: float = DEADLINE) -> dict[str, Any]:
     """The run once it has finished (polling)."""
     finished = {"succeeded", "failed", "cancelled", "interrupted"}
 
@@ -210,14 +215,14 @@ def wait_run(api: httpx.Client, run_id: str, timeout: float = 10.0) -> dict[str,
 
 def open_ws(server: ServerThread, client_id: str | None = None, **headers: str) -> Any:
     url = server.ws_url + (f"?client_id={client_id}" if client_id else "")
-    return ws_connect(url, additional_headers=headers or None, proxy=None, open_timeout=5)
+    return ws_connect(url, additional_headers=headers or None, proxy=None, open_timeout=DEADLINE)
 
 
-def receive(socket: Any, timeout: float = 5.0) -> dict[str, Any]:
+def receive(socket: Any, timeout: float = DEADLINE) -> dict[str, Any]:
     return json.loads(socket.recv(timeout=timeout))
 
 
-def receive_until(socket: Any, stop: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> list[dict[str, Any]]:
+def receive_until(socket: Any, stop: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE) -> list[dict[str, Any]]:
     """Messages up to and including the first for which `stop` is true."""
     deadline = time.monotonic() + timeout
     messages = []
@@ -236,7 +241,7 @@ def run_ended(run_id: str) -> Callable[[dict[str, Any]], bool]:
 
 
 __all__ = [
-    "GATES", "REGISTRY", "ROOT", "api", "arithmetic", "gated", "make_registry", "node", "open_gate", "open_ws",
+    "DEADLINE", "GATES", "REGISTRY", "ROOT", "api", "arithmetic", "gated", "make_registry", "node", "open_gate", "open_ws",
     "receive", "receive_until", "run_ended", "server", "server_config", "show", "start_server", "steps", "submit",
     "wait_for", "wait_run", "workflow",
 ]
