@@ -33,6 +33,7 @@ import httpx
 TERMINAL_EVENTS = frozenset({"run_finished", "run_cancelled", "run_interrupted"})
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 TOKEN_ENV = "LATENTGRAPH_TOKEN"
+IDLE_TIMEOUT = 30.0  # seconds without a message before `events` asks the server how the run stands
 
 WorkflowSource = dict[str, Any] | str | Path | Any
 
@@ -234,11 +235,16 @@ class Client:
             raise ApiError(response.status_code, body.get("code", "error"), body.get("detail", str(exc))) from None
 
     def events(self, run_id: str, *, after: int = 0, timeout: float | None = None,
-               reconnect_for: float = 30.0) -> Iterator[dict[str, Any]]:
+               reconnect_for: float = 30.0, idle_timeout: float = IDLE_TIMEOUT) -> Iterator[dict[str, Any]]:
         """A run's events in order, from the one after `after` (0: all of them, including those
-        sent before this call), ending with its terminal event. A dropped connection is reopened
-        for up to `reconnect_for` seconds and resumes where it stopped. Raises TimeoutError after
-        `timeout` seconds without the run ending."""
+        sent before this call), ending with its terminal event.
+
+        A dropped connection is reopened for up to `reconnect_for` seconds and resumes where it
+        stopped; then ConnectionError says the server went away. When nothing arrives for
+        `idle_timeout` seconds, the run is looked up over HTTP: if it has ended, its remaining
+        events come from its stored history; if it is still going (a long step sends nothing), the
+        wait goes on, so a long run is never cut short. Raises TimeoutError after `timeout` seconds
+        (None: no limit) without the run ending."""
         from websockets.exceptions import ConnectionClosed
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -250,11 +256,17 @@ class Client:
                     lost_since = None
                     socket.send(json.dumps({"type": "subscribe", "runs": [run_id], "after": last}))
                     while True:
-                        wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+                        wait = idle_timeout if deadline is None else max(min(deadline - time.monotonic(), idle_timeout), 0)
                         try:
                             message = json.loads(socket.recv(timeout=wait))
                         except TimeoutError:
-                            raise TimeoutError(f"run {run_id} did not end within {timeout} s") from None
+                            if deadline is not None and time.monotonic() >= deadline:
+                                raise TimeoutError(f"run {run_id} did not end within {timeout} s") from None
+                            ended = self._ended_events(run_id, last)
+                            if ended is None:
+                                continue  # still running, and the server answers: keep waiting
+                            yield from ended
+                            return
                         if message.get("type") == "error" and message.get("data", {}).get("run_id") == run_id:
                             data = message["data"]
                             raise ApiError(404, data.get("code", "error"), data.get("message", ""))
@@ -270,8 +282,20 @@ class Client:
                 now = time.monotonic()
                 lost_since = lost_since or now
                 if now - lost_since > reconnect_for or (deadline is not None and now > deadline):
-                    raise ConnectionError(f"lost the event stream of run {run_id}: {exc}") from exc
+                    raise ConnectionError(f"lost the event stream of run {run_id}: the server at {self.url} has not "
+                                          f"answered for {now - lost_since:.0f} s ({exc})") from exc
                 time.sleep(0.5)
+
+    def _ended_events(self, run_id: str, after: int) -> list[dict[str, Any]] | None:
+        """The stored events after `after` of a run that has ended, or None while it is queued or
+        running. A server that does not answer raises ConnectionError (reconnected like a drop)."""
+        try:
+            run = self.get_run(run_id)
+        except httpx.TransportError as exc:
+            raise ConnectionError(f"the server at {self.url} does not answer: {exc}") from exc
+        if run["status"] not in FINISHED:
+            return None
+        return [e for e in run.get("events", []) if e["seq"] > after]
 
     def wait(self, run_id: str, *, timeout: float | None = None,
              on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class ServerConfig:
     max_queued_per_client: int = 200  # runs waiting per client_id (those without one count as one client)
     history_max_runs: int = 10_000  # finished runs kept; the oldest are forgotten first (images stay)
     history_max_days: float = 0.0  # forget finished runs older than this (0: keep by count only)
+    shutdown_grace: float = 10.0  # seconds a run has to stop at shutdown before it is recorded as interrupted
     clear_temp: bool = True  # preview images of the last session are removed at start-up
 
     # The run database's backups (see docs/backups.md): in user_dir/backups, at start-up and every

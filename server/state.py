@@ -71,7 +71,7 @@ class ServerState:
         """Stop the worker (a run in progress is interrupted; queued runs stay queued), close the store."""
         if self.backups is not None:
             self.backups.stop()
-        self.dispatcher.stop()
+        self.dispatcher.stop(self.config.shutdown_grace)
         self.store.close()
 
 

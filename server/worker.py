@@ -81,7 +81,6 @@ class LocalWorker:
 
 
 SEQ_BLOCK = 256  # seqs reserved in the store at a time (one short write per this many events)
-SHUTDOWN_GRACE = 10.0  # seconds a run has to reach a cancel point when the server stops
 
 
 class Dispatcher:
@@ -117,7 +116,7 @@ class Dispatcher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = SHUTDOWN_GRACE) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         self.queue.close()
         self.queue.cancel_all_running()

@@ -74,7 +74,7 @@ def test_txt2img_streams_previews_and_its_png_carries_the_workflow(sd_root, star
 
 
 def test_cancelling_sampling_stops_within_one_step(sd_root, start_server):
-    server = start_server()
+    server = start_server(max_steps=1000)  # a run that would go on long after the cancel
     with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as api:
         run_id = submit(api, txt2img(steps=1000))["id"]
 
@@ -102,7 +102,7 @@ def test_a_server_killed_mid_run_marks_it_interrupted_and_resumes_the_queue(sd_r
                "--output-dir", sd_root / "output", "--temp-dir", sd_root / "temp", "--web-dir", sd_root / "no-web"]
     env = {k: v for k, v in os.environ.items() if k != "LATENTGRAPH_TOKEN"}
     process = subprocess.Popen([sys.executable, "-m", "latentgraph", "serve", "--port", str(port), "--log-level", "warning",
-                                *map(str, folders)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--max-steps", "1000", *map(str, folders)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False) as api:
             def up() -> bool:

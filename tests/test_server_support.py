@@ -63,6 +63,17 @@ class Gate(Node):
         ctx.report(opened=self.name)
 
 
+@test_nodes.node("test_block", category="test", output=True, cacheable=False)
+class Block(Node):
+    """Waits until the test opens GATES[name] without a single cancel point: a step that will not stop."""
+
+    name: str = Input("block")
+
+    def run(self, ctx: RunContext) -> None:
+        GATES.setdefault(self.name, threading.Event()).wait()
+        ctx.report(opened=self.name)
+
+
 @test_nodes.node("test_fail", category="test", output=True)
 class Fail(Node):
     """Always raises ValueError(message)."""
@@ -128,6 +139,11 @@ def steps(count: int = 3, delay: float = 0.0, preview: bool = False, tag: str = 
 def gated(name: str) -> dict[str, Any]:
     GATES[name] = threading.Event()
     return workflow(gate=node("test_gate", name=name))
+
+
+def blocked(name: str) -> dict[str, Any]:
+    GATES[name] = threading.Event()
+    return workflow(block=node("test_block", name=name))
 
 
 def open_gate(name: str) -> None:
@@ -241,7 +257,7 @@ def run_ended(run_id: str) -> Callable[[dict[str, Any]], bool]:
 
 
 __all__ = [
-    "DEADLINE", "GATES", "REGISTRY", "ROOT", "api", "arithmetic", "gated", "make_registry", "node", "open_gate", "open_ws",
+    "DEADLINE", "GATES", "REGISTRY", "ROOT", "api", "arithmetic", "blocked", "gated", "make_registry", "node", "open_gate", "open_ws",
     "receive", "receive_until", "run_ended", "server", "server_config", "show", "start_server", "steps", "submit",
     "wait_for", "wait_run", "workflow",
 ]
