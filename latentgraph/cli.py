@@ -238,7 +238,7 @@ def _run_limits(args: argparse.Namespace) -> Any:
     from nodes.services import RunLimits
 
     return RunLimits(max_pixels=args.max_pixels, max_batch=args.max_batch, max_steps=args.max_steps,
-                     memory_fraction=args.memory_fraction)
+                     memory_fraction=args.memory_fraction, min_free_disk=args.min_free_disk)
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -257,6 +257,8 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--memory-fraction", type=float, default=defaults.memory_fraction, metavar="F",
                        help="refuse sampling or decoding whose estimated memory is over this share of the free "
                             f"memory (default {defaults.memory_fraction})")
+    group.add_argument("--min-free-disk", type=parse_size, default=defaults.min_free_disk, metavar="SIZE",
+                       help="free space that must remain on the disk images are saved to (default 256MiB)")
     group.add_argument("--max-value-size", type=parse_size, default=DEFAULT_MAX_VALUE_BYTES, metavar="SIZE",
                        help="text in any one value a node makes (default 4MiB); a node over it fails")
 
@@ -319,7 +321,8 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         allow_pickle=args.allow_pickle, cache_bytes=args.cache_size, max_upload_bytes=args.max_upload,
         clear_temp=not args.keep_temp,
         max_pixels=args.max_pixels, max_batch=args.max_batch, max_steps=args.max_steps,
-        memory_fraction=args.memory_fraction, max_value_bytes=args.max_value_size, max_run_seconds=args.max_run_time,
+        memory_fraction=args.memory_fraction, min_free_disk=args.min_free_disk,
+        max_value_bytes=args.max_value_size, max_run_seconds=args.max_run_time,
         max_stored_value=args.max_stored_value, max_queued=args.max_queued,
         max_queued_per_client=args.max_queued_per_client, history_max_runs=args.history_max_runs,
         history_max_days=args.history_max_days,
@@ -328,11 +331,18 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         config.user_dir = args.user_dir
     if args.web_dir is not None:
         config.web_dir = args.web_dir
+    config.backups, config.backup_interval = args.backups, args.backup_interval
+    config.restore_backup, config.reset_database = args.restore_backup, args.reset_database
     try:
         config.check()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    serve(config, registry=reg, log_level=args.log_level)
+    from server.backup import DatabaseProblem
+
+    try:
+        serve(config, registry=reg, log_level=args.log_level)
+    except DatabaseProblem as exc:  # a damaged run database, or nothing to restore: what to do, no traceback
+        raise UsageError(str(exc)) from None
     return EXIT_OK
 
 
@@ -418,6 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "images are never deleted")
     group.add_argument("--history-max-days", type=float, default=server_defaults.history_max_days, metavar="DAYS",
                        help="forget finished runs older than this (default 0: keep by count only)")
+    backups = serve.add_argument_group("run database backups (see docs/backups.md)")
+    backups.add_argument("--backups", type=int, default=server_defaults.backups, metavar="N",
+                         help=f"rolling backups of runs.sqlite kept in <user-dir>/backups (default "
+                              f"{server_defaults.backups}; 0: none)")
+    backups.add_argument("--backup-interval", type=float, default=server_defaults.backup_interval, metavar="MINUTES",
+                         help=f"a backup at start-up, then every MINUTES while it changes (default "
+                              f"{server_defaults.backup_interval:g}; 0: only at start-up)")
+    recovery = backups.add_mutually_exclusive_group()
+    recovery.add_argument("--restore-backup", action="store_true",
+                          help="before starting, move runs.sqlite aside (kept, never deleted) and put the newest good "
+                               "backup in its place")
+    recovery.add_argument("--reset-database", action="store_true",
+                          help="before starting, move runs.sqlite aside (kept, never deleted) and start with an empty "
+                               "run history")
     serve.set_defaults(handler=command_serve)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the workflow format")

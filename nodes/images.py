@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,9 +111,25 @@ class LoadImage(Node):
 _COUNTER = re.compile(r"_(\d{5})_?\.png$")
 
 
-def save_pngs(images: Any, folder: Path, prefix: str, workflow: dict[str, Any] | None) -> list[dict[str, str]]:
+def check_free_space(directory: Path, needed: int, reserve: int) -> None:
+    """Refuse to write `needed` bytes under `directory` when that would leave less than `reserve`
+    free on its disk (0: no check): a full disk breaks far more than this one save."""
+    if not reserve:
+        return
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free - needed < reserve:
+        raise OSError(f"only {free / 2**20:,.0f} MiB are free on the disk of {directory}; saving needs about "
+                      f"{needed / 2**20:,.1f} MiB and {reserve / 2**20:,.0f} MiB must stay free (--min-free-disk)")
+
+
+def save_pngs(images: Any, folder: Path, prefix: str, workflow: dict[str, Any] | None,
+              min_free: int = 0) -> list[dict[str, str]]:
     """Write each image as `{prefix}_{counter:05}_.png` under `folder`, counting on from the
-    highest file already there, with the workflow in a PNG text chunk. Returns the saved names."""
+    highest file already there, with the workflow in a PNG text chunk. Returns the saved names.
+    Refuses (OSError) when the disk would keep less than `min_free` bytes free."""
     import numpy as np
     import torch
     from PIL import Image
@@ -120,6 +137,7 @@ def save_pngs(images: Any, folder: Path, prefix: str, workflow: dict[str, Any] |
 
     target = resolve_inside(folder, prefix + "_00000_.png")
     directory, stem = target.parent, target.name[: -len("_00000_.png")]
+    check_free_space(directory, int(images.numel()) + len(json.dumps(workflow or {})) * len(images), min_free)
     directory.mkdir(parents=True, exist_ok=True)
     used = [int(m.group(1)) for p in directory.glob(f"{glob_escape(stem)}_*.png") if (m := _COUNTER.search(p.name))]
     counter = max(used, default=0) + 1
@@ -152,7 +170,9 @@ class SaveImage(Node):
 
     def run(self, ctx: RunContext) -> None:
         workflow = ctx.workflow.to_dict() if ctx.workflow is not None else None
-        saved = save_pngs(self.images, services_of(ctx).folders.outputs, self.filename_prefix, workflow)
+        services = services_of(ctx)
+        saved = save_pngs(self.images, services.folders.outputs, self.filename_prefix, workflow,
+                          services.limits.min_free_disk)
         ctx.report(images=[{**s, "type": "output"} for s in saved])
 
 
@@ -164,5 +184,6 @@ class PreviewImage(Node):
 
     def run(self, ctx: RunContext) -> None:
         workflow = ctx.workflow.to_dict() if ctx.workflow is not None else None
-        saved = save_pngs(self.images, services_of(ctx).folders.temp, "preview", workflow)
+        services = services_of(ctx)
+        saved = save_pngs(self.images, services.folders.temp, "preview", workflow, services.limits.min_free_disk)
         ctx.report(images=[{**s, "type": "temp"} for s in saved])

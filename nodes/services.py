@@ -23,6 +23,7 @@ class RunLimits:
     max_batch: int = 16  # images in one batch
     max_steps: int = 200  # sampler steps
     memory_fraction: float = 0.9  # refuse work whose estimated memory exceeds this share of what is free
+    min_free_disk: int = 256 << 20  # bytes that must stay free on the disk images are saved to
 
 
 @dataclass

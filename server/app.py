@@ -64,8 +64,9 @@ the <a href="api/queue">queue</a>, <a href="api/runs">recent runs</a>, or the Py
 
 def create_app(config: ServerConfig | None = None, *, registry: NodeRegistry | None = None,
                worker: Worker | None = None) -> FastAPI:
-    """The application for `config` (checked: raises ConfigError). `registry` defaults to the
-    built-in nodes plus installed node libraries; `worker` to one executing in this process."""
+    """The application for `config` (checked: raises ConfigError; a damaged run database raises
+    server.backup.DatabaseDamaged, saying what to do). `registry` defaults to the built-in nodes
+    plus installed node libraries; `worker` to one executing in this process."""
     config = config or ServerConfig()
     config.check()
     if registry is None:
@@ -121,10 +122,11 @@ def uvicorn_config(app: FastAPI, config: ServerConfig, log_level: str = "info") 
 def serve(config: ServerConfig, *, registry: NodeRegistry | None = None, log_level: str = "info") -> None:
     """Run the server until interrupted (Ctrl-C stops it cleanly: a run in progress is marked
     interrupted, queued runs wait for the next start)."""
+    # Logging first: building the app checks, and may restore, the run database, and says so.
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s: %(message)s")
     app = create_app(config, registry=registry)
     host = f"[{config.host}]" if ":" in config.host else config.host
     address = f"http://{host}:{config.port}/"
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s: %(message)s")
     log.info("Latentgraph on %s%s", address, "?token=<your token>" if config.token else "")
     uvicorn.Server(uvicorn_config(app, config, log_level)).run()
 

@@ -66,6 +66,7 @@ class ServerConfig:
     max_batch: int = RunLimits.max_batch
     max_steps: int = RunLimits.max_steps
     memory_fraction: float = RunLimits.memory_fraction  # of the free memory, for one sampling or decode
+    min_free_disk: int = RunLimits.min_free_disk  # bytes that must stay free where images are saved
     max_run_seconds: float = 3600.0  # a run still going after this fails (checked at every cancel point)
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES  # text in any one value a node makes, in memory
     max_stored_value: int = 64 << 10  # characters of one string stored with a run (longer: truncated, flagged)

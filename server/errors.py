@@ -7,6 +7,7 @@ validation adds `errors`, every issue as `{node, input, code, message}`.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import WorkflowInvalid
+from server.backup import is_damage
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,43 @@ def install_error_handlers(app: FastAPI) -> None:
         error = workflow_invalid(exc)
         return error_response(error.status_code, error.code, error.detail, error.errors)
 
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def store_failed(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        return store_error_response(request, exc)
+
+
+STORE_DAMAGED_DETAIL = (
+    "the run database (runs.sqlite) is damaged: {damage}. Stop the server and start it again with "
+    "`latentgraph serve --restore-backup` to move the damaged file aside and restore the newest backup, "
+    "or with --reset-database to start with an empty run history (see docs/backups.md)")
+
+
+def store_error_response(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+    """SQLite failed under a request: 503 when the database is damaged, busy, full or unreadable
+    (what to do is in `detail`); anything else (a constraint, a statement's mistake) is a 500."""
+    where = f"{request.method} {request.url.path}"
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if is_damage(exc):
+        store = getattr(getattr(request.app.state, "latentgraph", None), "store", None)
+        if store is not None and hasattr(store, "mark_damaged"):
+            store.mark_damaged(str(exc))
+        log.error("%s: the run database is damaged: %s", where, exc)
+        return error_response(503, "store_damaged", STORE_DAMAGED_DETAIL.format(damage=exc))
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        log.warning("%s: the run database is busy: %s", where, exc)
+        return error_response(503, "store_busy", f"the run database is busy ({exc}); try again in a moment",
+                              headers={"Retry-After": "1"})
+    if name.startswith("SQLITE_FULL"):
+        log.error("%s: the run database cannot grow: %s", where, exc)
+        return error_response(503, "store_full", f"the run database cannot grow: {exc}; free some disk space")
+    if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY")):
+        log.error("%s: the run database cannot be used: %s", where, exc)
+        return error_response(503, "store_unavailable", f"the run database cannot be used: {exc} "
+                                                        "(details are in the server's log)")
+    log.error("%s failed", where, exc_info=exc)
+    return error_response(500, "internal_error", f"the server failed on {where}: {type(exc).__name__} "
+                                                 "(details are in the server's log)")
+
 
 
 class UnexpectedErrors:
@@ -124,4 +163,4 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 __all__ = ["ApiError", "ERROR_RESPONSES", "ErrorBody", "UnexpectedErrors", "error_response", "install_error_handlers",
-           "workflow_invalid"]
+           "store_error_response", "workflow_invalid"]

@@ -81,7 +81,7 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
     folders = configure(models=config.models_dir, extra_model_roots=list(config.extra_model_roots),
                         inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir)
     limits = RunLimits(max_pixels=config.max_pixels, max_batch=config.max_batch, max_steps=config.max_steps,
-                       memory_fraction=config.memory_fraction)
+                       memory_fraction=config.memory_fraction, min_free_disk=config.min_free_disk)
     services = Services(folders=folders, device=config.device, precision=config.precision,
                         allow_pickle=config.allow_pickle, limits=limits)
     executor = Executor(registry, OutputCache(config.cache_bytes), services=services, events=EventBus(),

@@ -281,3 +281,23 @@ def test_the_client_waits_through_a_long_silent_step_and_then_gets_the_end(serve
         reader.join(DEADLINE)
         assert not reader.is_alive() and "error" not in end
         assert seen[-1]["type"] == "run_finished" and seen[-1]["data"]["status"] == "succeeded"
+
+
+def test_saving_is_refused_when_the_disk_would_be_left_too_full(start_server, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "input").mkdir(exist_ok=True)
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / "input" / "red.png")
+    document = workflow(load=node("load_image", image="red.png"),
+                        save=node("save_image", images=link("load", "image"), filename_prefix="kept"))
+    refused = start_server(min_free_disk=1 << 60)  # more than any disk has
+    with httpx.Client(base_url=refused.url, timeout=DEADLINE, trust_env=False) as api:
+        run = wait_run(api, submit(api, document)["id"])
+        assert run["status"] == "failed" and run["errors"][0]["node"] == "save"
+        assert "must stay free (--min-free-disk)" in run["errors"][0]["message"]
+    assert not list((tmp_path / "output").glob("kept*"))
+    refused.stop()
+    allowed = start_server()
+    with httpx.Client(base_url=allowed.url, timeout=DEADLINE, trust_env=False) as api:
+        assert wait_run(api, submit(api, document)["id"])["status"] == "succeeded"
+    assert [p.name for p in (tmp_path / "output").glob("kept*")] == ["kept_00001_.png"]

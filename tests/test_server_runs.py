@@ -163,7 +163,8 @@ def test_a_failing_run_fails_alone_and_the_worker_goes_on(api, server):
     assert run["errors"][0]["node"] == "f" and run["errors"][0]["error_type"] == "ValueError"
     assert "the disk is on fire" in run["error"]
     assert wait_run(api, after)["status"] == "succeeded"
-    assert api.get("/api/health").json() == {"status": "ok", "worker": True, "queued": 0, "running": 0}
+    assert api.get("/api/health").json() == {"status": "ok", "worker": True, "queued": 0, "running": 0,
+                                             "store": "ok"}
 
 
 def test_a_run_whose_model_vanished_after_queueing_fails_with_the_validation_problem(api, server, tmp_path):

@@ -23,7 +23,7 @@ class SystemInfo(BaseModel):
                                                         "it is not free), fastapi, pydantic, uvicorn")
     device: dict[str, Any] = Field(description="what was asked for and, once a model ran, what is used")
     memory: dict[str, Any] = Field(description="bytes: this process, the machine, the GPU when torch uses one")
-    caches: dict[str, Any] = Field(description="output cache, loaded models, thumbnails, run database")
+    caches: dict[str, Any] = Field(description="output cache, loaded models, thumbnails, run database and its backups")
     runs: dict[str, int] = Field(description="runs by status")
     uptime: float = Field(description="seconds since start-up")
 
@@ -102,6 +102,8 @@ def system_info(state: ServerState = Depends(get_state)) -> SystemInfo:
                             "loads": models.loads}
     caches["thumbnails"] = state.thumbnails.stats()
     caches["database_bytes"] = state.store.size_bytes()
+    if state.backups is not None:
+        caches["database_backups"] = state.backups.stats()
     versions = {"python": platform.python_version(), "latentgraph": state.version, "torch": _version("torch"),
                 "fastapi": _version("fastapi"), "pydantic": _version("pydantic"), "uvicorn": _version("uvicorn")}
     return SystemInfo(versions=versions, device=device, memory=memory, caches=caches, runs=state.store.counts(),
@@ -110,7 +112,12 @@ def system_info(state: ServerState = Depends(get_state)) -> SystemInfo:
 
 @router.get("/health", summary="Is the server up and its worker alive", response_model=Health)
 def health(state: ServerState = Depends(get_state)) -> Health:
-    """Needs no token. `degraded` when the worker thread is gone (runs would wait forever)."""
+    """Needs no token. `degraded` when the worker thread is gone (runs would wait forever) or the run
+    database is damaged (`store` says what SQLite found; restart with --restore-backup)."""
     running, pending = state.queue.snapshot()
     alive = state.dispatcher.alive
-    return Health(status="ok" if alive else "degraded", worker=alive, queued=len(pending), running=len(running))
+    damage = state.store.damage
+    store = "ok" if damage is None else (f"damaged: {damage}; stop the server and start it again with "
+                                         "`latentgraph serve --restore-backup`")
+    return Health(status="ok" if alive and damage is None else "degraded", worker=alive, queued=len(pending),
+                  running=len(running), store=store)
