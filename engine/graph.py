@@ -10,6 +10,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from engine import ports
 from engine.errors import ValidationIssue, WorkflowInvalid
+from engine.jsonsafe import number_problem, text_problem
 from engine.node import InputInfo, NodeInfo
 from engine.registry import NodeRegistry
 from engine.workflow import Link, Workflow, WorkflowFormatError, as_link, parse_workflow
@@ -86,6 +87,9 @@ def check_value(node_id: str, info: NodeInfo, spec: InputInfo, value: Any) -> tu
                                           f"{where} must be one of {_choices_text(spec.choices() or [])}, got {_short(value)}")
         return value, ValidationIssue(node_id, spec.name, "invalid_value",
                                       f"{where}: {err['msg'][0].lower()}{err['msg'][1:]} ({spec.port}), got {_short(value)}")
+    problem = number_problem(value) or (text_problem(value) if isinstance(value, str) else None)
+    if problem:  # NaN, an infinity, or a lone surrogate: valid Python, but it could not be stored or sent
+        return value, ValidationIssue(node_id, spec.name, "invalid_value", f"{where}: {problem}")
     if spec.choices_fn is not None:
         choices = spec.choices()
         if value not in choices:  # type: ignore[operator]
@@ -110,7 +114,8 @@ def find_issues(
     try:
         workflow = parse_workflow(source)
     except WorkflowFormatError as exc:
-        return None, [ValidationIssue(None, None, code, message) for _, code, message in exc.problems]
+        return None, [ValidationIssue(node, input_name, code, message)
+                      for (_, code, message), (node, input_name) in zip(exc.problems, exc.locations)]
 
     issues: list[ValidationIssue] = []
     nodes: dict[str, GraphNode] = {}

@@ -21,6 +21,8 @@ from typing import Any, Callable, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from engine.jsonsafe import find_deep_nesting, find_json_problems, format_path, node_input
+
 FORMAT = "latentgraph/workflow@1"
 
 # from-format → function turning a document of that format into the next one. The chain is applied
@@ -97,11 +99,14 @@ def workflow_json_schema() -> dict[str, Any]:
 class WorkflowFormatError(ValueError):
     """The document is not a workflow: bad JSON, wrong shape, or an unknown format version.
 
-    `problems` holds (path, code, message) triples, one per problem found.
+    `problems` holds (path, code, message) triples, one per problem found; `locations` the
+    (node id, input name) each one lies in, (None, None) where it is not in a node's inputs.
     """
 
-    def __init__(self, problems: list[tuple[str, str, str]]):
+    def __init__(self, problems: list[tuple[str, str, str]],
+                 locations: list[tuple[str | None, str | None]] | None = None):
         self.problems = problems
+        self.locations = locations or [(None, None)] * len(problems)
         super().__init__("; ".join(f"{path}: {message}" if path else message for path, _, message in problems))
 
 
@@ -120,19 +125,35 @@ def migrate(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def check_document(document: Any) -> None:
+    """Refuse what could not be stored and read back (engine.jsonsafe): lone surrogates in any
+    string or key, NaN and infinities, nesting deeper than MAX_DEPTH. Raises WorkflowFormatError
+    naming each place (and the node and input, for a value in a node's inputs)."""
+    problems = find_json_problems(document)
+    if problems:
+        raise WorkflowFormatError([(format_path(p.path), p.code, p.message) for p in problems],
+                                  [node_input(p.path) for p in problems])
+
+
 def parse_workflow(source: str | bytes | dict[str, Any] | Workflow) -> Workflow:
     """Parse a workflow from JSON text or a decoded document, migrating older formats."""
     if isinstance(source, Workflow):
         return source
     if isinstance(source, (str, bytes)):
+        deep = find_deep_nesting(source)  # before json.loads, which recurses
+        if deep is not None:
+            raise WorkflowFormatError([(format_path(deep.path), deep.code, deep.message)])
         try:
             document = json.loads(source)
         except json.JSONDecodeError as exc:
             raise WorkflowFormatError([("", "invalid_json", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+        except (ValueError, RecursionError) as exc:  # e.g. bytes that are not text, an integer of 5,000 digits
+            raise WorkflowFormatError([("", "invalid_json", f"malformed JSON: {exc}")]) from None
     else:
         document = source
     if not isinstance(document, dict):
         raise WorkflowFormatError([("", "invalid_workflow", f"a workflow is a JSON object, got {type(document).__name__}")])
+    check_document(document)
     document = migrate(document)
     try:
         return Workflow.model_validate(document)

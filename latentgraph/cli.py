@@ -58,7 +58,7 @@ def _read_workflow(path: str) -> Any:
     except WorkflowFormatError:
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep for json (validation says so)
             return text
 
 
@@ -229,7 +229,7 @@ def _services(args: argparse.Namespace) -> Any:
     from nodes.services import Services
 
     folders = configure(models=args.models_dir, extra_model_roots=args.extra_models_dir or None,
-                        inputs=args.input_dir, outputs=args.output_dir)
+                        inputs=args.input_dir, outputs=args.output_dir, follow_symlinks=args.follow_symlinks)
     return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle,
                     limits=_run_limits(args))
 
@@ -276,6 +276,9 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
                        help="model precision (default: fp16 on CUDA, fp32 on the CPU)")
     group.add_argument("--allow-pickle", action="store_true",
                        help="also load .ckpt/.pt checkpoints, with torch's weights-only loader")
+    group.add_argument("--follow-symlinks", action="store_true",
+                       help="follow symbolic links in the input, output and temp folders that lead outside them "
+                            "(refused by default; links in model folders are always followed)")
 
 
 def command_validate(args: argparse.Namespace, reg: NodeRegistry) -> int:
@@ -318,7 +321,8 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         allowed_origins=args.allow_origin, allowed_hosts=args.allow_host,
         models_dir=args.models_dir, extra_model_roots=args.extra_models_dir, input_dir=args.input_dir,
         output_dir=args.output_dir, temp_dir=args.temp_dir, device=args.device, precision=args.precision,
-        allow_pickle=args.allow_pickle, cache_bytes=args.cache_size, max_upload_bytes=args.max_upload,
+        allow_pickle=args.allow_pickle, follow_symlinks=args.follow_symlinks, cache_bytes=args.cache_size,
+        max_upload_bytes=args.max_upload,
         clear_temp=not args.keep_temp,
         max_pixels=args.max_pixels, max_batch=args.max_batch, max_steps=args.max_steps,
         memory_fraction=args.memory_fraction, min_free_disk=args.min_free_disk,

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from engine.jsonsafe import text_problem
+
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -26,6 +28,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class UnsafeName(ValueError):
     """A user-given name that would reach outside its folder, or is not a plain relative path."""
+
+
+class LinkOutside(UnsafeName):
+    """A name inside the input, output or temp folder whose file is a symbolic link (or lies under
+    one) that leads outside that folder: refused unless `Folders.follow_symlinks` is set."""
 
 
 def safe_relative(name: str) -> PurePosixPath:
@@ -56,14 +63,49 @@ def resolve_inside(folder: Path, name: str) -> Path:
     return candidate
 
 
-def list_files(folder: Path, extensions: tuple[str, ...]) -> list[str]:
-    """Names (relative, forward slashes) of the files under `folder` with one of `extensions`."""
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether the real path of `path` (every link followed) lies in the real path of `folder`."""
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def check_within(folder: Path, path: Path, name: str) -> Path:
+    """`path` (a name resolved inside `folder`), or LinkOutside when a link takes it out of `folder`."""
+    if not is_within(path, folder):
+        raise LinkOutside(f"{name!r} is a symbolic link, or lies under one, that leads outside the folder "
+                          f"{folder.name!r}: such links are not followed unless the server or the CLI is "
+                          "started with --follow-symlinks")
+    return path
+
+
+def list_files(folder: Path, extensions: tuple[str, ...], *, follow_symlinks: bool = True) -> list[str]:
+    """Names (relative, forward slashes) of the files under `folder` with one of `extensions`.
+
+    Sub-folders that are symbolic links are descended into (people link their model folders;
+    Python's rglob would skip them), each real folder once, so a link loop ends. With
+    `follow_symlinks=False`, files and folders whose real path lies outside `folder` are left out.
+    Names that are not valid text (undecodable bytes on disk) are left out: no one could ask for them."""
     if not folder.is_dir():
         return []
+    base = os.path.realpath(folder)
     names = []
-    for path in folder.rglob("*"):
-        if path.suffix.lower() in extensions and path.is_file():
-            names.append(path.relative_to(folder).as_posix())
+    visited: set[str] = set()
+    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in visited or (not follow_symlinks and not is_within(real, base)):
+            subdirectories[:] = []  # seen already (a link loop, or two links to one folder), or outside
+            continue
+        visited.add(real)
+        subdirectories.sort()
+        for filename in files:
+            if os.path.splitext(filename)[1].lower() not in extensions:
+                continue
+            path = os.path.join(directory, filename)
+            if not os.path.isfile(path) or (not follow_symlinks and not is_within(path, base)):
+                continue
+            name = os.path.relpath(path, folder).replace(os.sep, "/")
+            if text_problem(name) is None:
+                names.append(name)
     return sorted(names, key=str.lower)
 
 
@@ -76,6 +118,9 @@ class Folders:
     inputs: Path = REPO_ROOT / "input"
     outputs: Path = REPO_ROOT / "output"
     temp: Path = REPO_ROOT / "temp"  # previews; cleared at start-up by the server
+    # Links in the input, output and temp folders that lead outside them are refused unless this is
+    # set (--follow-symlinks). Model folders always follow links.
+    follow_symlinks: bool = False
 
     def model_dirs(self, kind: str) -> list[Path]:
         """Every folder that holds models of `kind`, ours first."""
@@ -103,10 +148,20 @@ class Folders:
         raise FileNotFoundError(f"no {kind} model named {name!r} (searched {searched})")
 
     def input_path(self, name: str) -> Path:
-        return resolve_inside(self.inputs, name)
+        return self.image_path(self.inputs, name)
 
     def output_path(self, name: str) -> Path:
-        return resolve_inside(self.outputs, name)
+        return self.image_path(self.outputs, name)
+
+    def image_path(self, folder: Path, name: str) -> Path:
+        """`folder/name` in the input, output or temp folder: never outside it by its name (UnsafeName),
+        nor through a symbolic link (LinkOutside) unless `follow_symlinks` is set."""
+        path = resolve_inside(folder, name)
+        return path if self.follow_symlinks else check_within(folder, path, name)
+
+    def list_images(self, folder: Path) -> list[str]:
+        """Image names in the input, output or temp folder (links leading outside left out, unless followed)."""
+        return list_files(folder, IMAGE_EXTENSIONS, follow_symlinks=self.follow_symlinks)
 
 
 folders = Folders()
@@ -114,8 +169,11 @@ folders = Folders()
 
 
 def configure(models: Path | None = None, extra_model_roots: list[Path] | None = None,
-              inputs: Path | None = None, outputs: Path | None = None, temp: Path | None = None) -> Folders:
+              inputs: Path | None = None, outputs: Path | None = None, temp: Path | None = None,
+              follow_symlinks: bool | None = None) -> Folders:
     """Point the process-wide folders somewhere else (command-line options, tests)."""
+    if follow_symlinks is not None:
+        folders.follow_symlinks = follow_symlinks
     if models is not None:
         folders.models = Path(models)
     if extra_model_roots is not None:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
-from nodes.folders import IMAGE_EXTENSIONS, folders, list_files, resolve_inside
+from nodes.folders import check_within, folders, resolve_inside
+from nodes.sd.limits import require_within
 from nodes.services import services_of
 
 MAX_IMAGE_PIXELS = 8192 * 8192
@@ -22,7 +23,7 @@ WORKFLOW_PNG_KEY = "workflow"  # PNG text chunk holding the workflow JSON
 
 
 def _input_choices() -> list[str]:
-    return list_files(folders.inputs, IMAGE_EXTENSIONS)
+    return folders.list_images(folders.inputs)
 
 
 @node("vae_decode", category="latent", title="VAE decode")
@@ -40,11 +41,20 @@ class VaeDecode(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
+        from nodes.sd.interrupt import cancel_points
+        from nodes.sd.limits import require_memory
+        from nodes.sd.memory import decode_memory
         from nodes.sd.vae import decode_from_latent
 
         tiled = {"auto": None, "always": True, "never": False}[self.tiling]
-        with torch.inference_mode():
-            pixels = decode_from_latent(self.vae.model, self.latent.samples, tiled=tiled)
+        vae, limits = self.vae.model, services_of(ctx).limits
+        batch, _, height, width = self.latent.samples.shape
+        size = (width * vae.config.downscale, height * vae.config.downscale)
+        require_within(limits, "the decoded image", size=size, batch=batch)
+        estimate = decode_memory(vae.config, batch, height, width, vae.dtype.itemsize, tiled)
+        require_memory(estimate, vae.device, limits, f"decoding {batch} x {size[0]}x{size[1]}")
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+            pixels = decode_from_latent(vae, self.latent.samples, tiled=tiled)
         image = ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().contiguous()
         return self.Outputs(image=image)
 
@@ -64,15 +74,21 @@ class VaeEncode(Node):
         import torch
 
         from nodes.sd.handles import Latent
+        from nodes.sd.interrupt import cancel_points
+        from nodes.sd.limits import require_memory
+        from nodes.sd.memory import encode_memory
         from nodes.sd.vae import encode_to_latent
 
-        image = self.image
+        image, vae, limits = self.image, self.vae.model, services_of(ctx).limits
         height, width = image.shape[1] // 8 * 8, image.shape[2] // 8 * 8
         if height == 0 or width == 0:
             raise ValueError(f"the image is {image.shape[2]}x{image.shape[1]}; at least 8x8 is needed")
+        require_within(limits, "the image", size=(width, height), batch=image.shape[0])
+        estimate = encode_memory(vae.config, image.shape[0], height, width, vae.dtype.itemsize)
+        require_memory(estimate, vae.device, limits, f"encoding {image.shape[0]} x {width}x{height}")
         pixels = image[:, :height, :width, :3].permute(0, 3, 1, 2) * 2 - 1
-        with torch.inference_mode():
-            latent = encode_to_latent(self.vae.model, pixels)
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+            latent = encode_to_latent(vae, pixels)
         return self.Outputs(latent=Latent(latent.float().cpu()))
 
 
@@ -98,10 +114,16 @@ class LoadImage(Node):
         import torch
         from PIL import Image, ImageOps
 
-        path = services_of(ctx).folders.input_path(self.image)
-        with Image.open(path) as opened:
+        path = services_of(ctx).folders.input_path(self.image)  # LinkOutside: a link leading out of the folder
+        try:
+            opened = Image.open(path)
+        except Image.DecompressionBombError as exc:  # Pillow refuses to even read the header's size
+            raise ValueError(f"{self.image} is too large to load ({exc}); at most {MAX_IMAGE_PIXELS:,} pixels") from None
+        with opened:
             if opened.width * opened.height > MAX_IMAGE_PIXELS:
                 raise ValueError(f"{self.image} is {opened.width}x{opened.height}; at most {MAX_IMAGE_PIXELS} pixels")
+            # Image.open has read only the header: refuse before decoding the pixels.
+            require_within(services_of(ctx).limits, self.image, size=(opened.width, opened.height))
             picture = ImageOps.exif_transpose(opened)
             rgba = picture.convert("RGBA")
         array = torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0)
@@ -126,10 +148,11 @@ def check_free_space(directory: Path, needed: int, reserve: int) -> None:
 
 
 def save_pngs(images: Any, folder: Path, prefix: str, workflow: dict[str, Any] | None,
-              min_free: int = 0) -> list[dict[str, str]]:
+              min_free: int = 0, follow_symlinks: bool = True) -> list[dict[str, str]]:
     """Write each image as `{prefix}_{counter:05}_.png` under `folder`, counting on from the
     highest file already there, with the workflow in a PNG text chunk. Returns the saved names.
-    Refuses (OSError) when the disk would keep less than `min_free` bytes free."""
+    Refuses (OSError) when the disk would keep less than `min_free` bytes free, and (LinkOutside)
+    a sub-folder that is a link leading out of `folder` unless `follow_symlinks`."""
     import numpy as np
     import torch
     from PIL import Image
@@ -137,6 +160,8 @@ def save_pngs(images: Any, folder: Path, prefix: str, workflow: dict[str, Any] |
 
     target = resolve_inside(folder, prefix + "_00000_.png")
     directory, stem = target.parent, target.name[: -len("_00000_.png")]
+    if not follow_symlinks:
+        check_within(folder, directory, prefix)
     check_free_space(directory, int(images.numel()) + len(json.dumps(workflow or {})) * len(images), min_free)
     directory.mkdir(parents=True, exist_ok=True)
     used = [int(m.group(1)) for p in directory.glob(f"{glob_escape(stem)}_*.png") if (m := _COUNTER.search(p.name))]
@@ -172,7 +197,7 @@ class SaveImage(Node):
         workflow = ctx.workflow.to_dict() if ctx.workflow is not None else None
         services = services_of(ctx)
         saved = save_pngs(self.images, services.folders.outputs, self.filename_prefix, workflow,
-                          services.limits.min_free_disk)
+                          services.limits.min_free_disk, services.folders.follow_symlinks)
         ctx.report(images=[{**s, "type": "output"} for s in saved])
 
 
@@ -185,5 +210,6 @@ class PreviewImage(Node):
     def run(self, ctx: RunContext) -> None:
         workflow = ctx.workflow.to_dict() if ctx.workflow is not None else None
         services = services_of(ctx)
-        saved = save_pngs(self.images, services.folders.temp, "preview", workflow, services.limits.min_free_disk)
+        saved = save_pngs(self.images, services.folders.temp, "preview", workflow, services.limits.min_free_disk,
+                          services.folders.follow_symlinks)
         ctx.report(images=[{**s, "type": "temp"} for s in saved])

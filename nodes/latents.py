@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+from nodes.sd.limits import batch_over, pixels_over, require_within
+from nodes.services import services_of
 
 LATENT_CHANNELS = 4  # SD1.x, SD2.x and SDXL all use 4-channel latents
 DOWNSCALE = 8  # and 8x down-sampling VAEs
@@ -22,6 +24,16 @@ class EmptyLatent(Node):
     class Outputs(NodeOutputs):
         latent: Any = Output(port=ports.LATENT, description="zeros of shape [batch, 4, height/8, width/8]")
 
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        limits = services_of(services).limits
+        if "width" in inputs and "height" in inputs:
+            too_large = pixels_over(inputs["width"], inputs["height"], limits)
+            if too_large:
+                yield "width" if inputs["width"] >= inputs["height"] else "height", too_large
+        if "batch_size" in inputs and (too_many := batch_over(inputs["batch_size"], limits)):
+            yield "batch_size", too_many
+
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
@@ -30,6 +42,7 @@ class EmptyLatent(Node):
         for name, value in (("width", self.width), ("height", self.height)):
             if value % DOWNSCALE:
                 raise ValueError(f"{name} must be a multiple of {DOWNSCALE}, got {value}")
+        require_within(services_of(ctx).limits, "the latent", size=(self.width, self.height), batch=self.batch_size)
         samples = torch.zeros(self.batch_size, LATENT_CHANNELS, self.height // DOWNSCALE, self.width // DOWNSCALE)
         return self.Outputs(latent=Latent(samples))
 
@@ -48,6 +61,12 @@ class LatentUpscale(Node):
     class Outputs(NodeOutputs):
         latent: Any = Output(port=ports.LATENT, description="the resized latent")
 
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        width, height = inputs.get("width"), inputs.get("height")
+        if width and height and (too_large := pixels_over(width, height, services_of(services).limits)):
+            yield "width" if width >= height else "height", too_large
+
     def run(self, ctx: RunContext) -> Outputs:
         import torch.nn.functional as F
 
@@ -65,6 +84,7 @@ class LatentUpscale(Node):
             size = (self.height // DOWNSCALE, self.width // DOWNSCALE)
         if size[0] * DOWNSCALE > MAX_SIDE or size[1] * DOWNSCALE > MAX_SIDE:
             raise ValueError(f"the result would be {size[1] * DOWNSCALE}x{size[0] * DOWNSCALE} pixels; at most {MAX_SIDE} a side")
+        require_within(services_of(ctx).limits, "the resized latent", size=(size[1] * DOWNSCALE, size[0] * DOWNSCALE))
         antialias = {"antialias": True} if self.method in ("bilinear", "bicubic") else {}
         resized = F.interpolate(samples, size=size, mode=self.method, **antialias)
         return self.Outputs(latent=Latent(resized))

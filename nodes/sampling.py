@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+from nodes.latents import DOWNSCALE
 from nodes.primitives import MAX_SEED
+from nodes.sd.limits import require_within, steps_over
+from nodes.services import services_of
 
 SamplerName = Literal["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
                       "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_3m_sde", "ddim", "uni_pc", "lcm"]
@@ -20,6 +23,28 @@ def _step_reporter(ctx: RunContext):
         ctx.progress(step, total, preview=latent_preview(denoised))
 
     return on_step
+
+
+def _steps_within_limits(inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+    if "steps" in inputs and (too_many := steps_over(inputs["steps"], services_of(services).limits)):
+        yield "steps", too_many
+
+
+def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided: bool) -> None:
+    """Refuse, before the first step, sampling over the run limits: the latent's image size and
+    batch, the steps, and the memory estimate (`nodes.sd.memory.sampling_memory`) against what the
+    model's device has free."""
+    from nodes.sd.limits import require_memory
+    from nodes.sd.memory import sampling_memory
+
+    limits = services_of(ctx).limits
+    batch, channels, height, width = latent.samples.shape
+    size = (width * DOWNSCALE, height * DOWNSCALE)
+    require_within(limits, "the latent", size=size, batch=batch)
+    require_within(limits, "the sampler", steps=steps)
+    estimate = sampling_memory(model.unet.config, batch, channels, height, width, model.dtype.itemsize,
+                               guided, model.device)
+    require_memory(estimate, model.device, limits, f"sampling {batch} x {size[0]}x{size[1]}")
 
 
 @node("ksampler", category="sampling", title="Sampler")
@@ -41,17 +66,23 @@ class KSampler(Node):
     class Outputs(NodeOutputs):
         latent: Any = Output(port=ports.LATENT, description="the denoised latent")
 
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        return _steps_within_limits(inputs, services)
+
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
         from nodes.sd.handles import Noise, SamplerChoice
+        from nodes.sd.interrupt import cancel_points
         from nodes.sd.sample import denoise_latents
         from nodes.sd.schedules import sigmas_for
 
         if self.denoise == 0:
             return self.Outputs(latent=self.latent)
+        _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1)
         sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps, self.denoise)
-        with torch.inference_mode():
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx))
         return self.Outputs(latent=latent)
@@ -84,9 +115,14 @@ class Scheduler(Node):
     class Outputs(NodeOutputs):
         sigmas: Any = Output(port=ports.SIGMAS, description="steps + 1 noise levels ending in 0")
 
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        return _steps_within_limits(inputs, services)
+
     def run(self, ctx: RunContext) -> Outputs:
         from nodes.sd.schedules import sigmas_for
 
+        require_within(services_of(ctx).limits, "the schedule", steps=self.steps)
         return self.Outputs(sigmas=sigmas_for(self.schedule, self.model.schedule, self.steps, self.denoise))
 
 
@@ -131,9 +167,11 @@ class GuidedSampler(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
+        from nodes.sd.interrupt import cancel_points
         from nodes.sd.sample import denoise_latents
 
-        with torch.inference_mode():
+        _check_sampling(ctx, self.model, self.latent, max(0, len(self.sigmas) - 1), guided=self.cfg != 1)
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, self.noise, self.sigmas,
                                      self.sampler, self.cfg, _step_reporter(ctx))
         return self.Outputs(latent=latent)

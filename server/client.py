@@ -116,6 +116,10 @@ class Client:
     # --- HTTP ------------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if "json" in kwargs:  # encoded here, as json.dumps does: a NaN or a lone surrogate reaches the
+            # server, which answers 422 naming the node and input, where httpx would raise a bare ValueError
+            kwargs["content"] = json.dumps(kwargs.pop("json"), separators=(",", ":")).encode()
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:

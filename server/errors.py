@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import WorkflowInvalid
+from engine.jsonsafe import json_safe
 from server.backup import is_damage
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def error_response(status: int, code: str, detail: str, errors: list[dict[str, A
     body: dict[str, Any] = {"detail": detail, "code": code}
     if errors is not None:
         body["errors"] = errors
-    return JSONResponse(body, status_code=status, headers=headers)
+    # A message may quote what a client sent or a node raised: never let that make the error itself fail.
+    return JSONResponse(json_safe(body), status_code=status, headers=headers)
 
 
 _DEFAULT_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -19,7 +19,7 @@ import threading
 import uuid
 from typing import Any, Callable, Iterable
 
-from server.messages import RunMessage, dumps
+from server.messages import MAX_PROGRESS_KEPT, RunMessage, dumps
 from server.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class RunState:
         self.preview: dict[str, Any] | None = None
         self.log: list[RunMessage] = []
         self._preview_index: int | None = None
+        self._progress_logged = 0
 
     def apply(self, message: RunMessage) -> None:
         data = message.record["data"]
@@ -72,6 +73,12 @@ class RunState:
         elif kind == "run_interrupted":
             self.status = "interrupted"
 
+        if kind == "node_progress":
+            self._progress_logged += 1
+            if self._progress_logged > MAX_PROGRESS_KEPT:  # as in the history: bounded per run
+                if message.has_preview:
+                    self.preview = message.preview
+                return
         if message.has_preview:
             if self._preview_index is not None:  # keep only the latest preview's pixels in memory
                 old = self.log[self._preview_index]
@@ -197,16 +204,46 @@ class EventHub:
         return {"client_id": conn.client_id, "protocol": PROTOCOL, "version": self.version,
                 "queue": self.queue_state(), "runs": runs}
 
-    def subscribe(self, conn: Connection, runs: Iterable[str] | str, after: dict[str, int] | int | None = None) -> None:
+    def subscribe(self, conn: Connection, runs: Iterable[str] | str, after: dict[str, int] | int | None = None,
+                  stored: dict[str, list[tuple[dict[str, Any], str]] | None] | None = None) -> None:
         """Follow runs ("*": every run from now on). Each named run's events so far, after `after`
-        (a seq, or run id → seq), are replayed first, so nothing between submit and subscribe is lost."""
+        (a seq, or run id → seq), are replayed first, so nothing between submit and subscribe is lost.
+        `stored`: what `read_stored` read for runs the hub does not hold (else the store is read here)."""
         if runs == "*":
             conn.follow_all = True
             return
         for run_id in runs:
-            conn.runs.add(run_id)
             since = after.get(run_id, 0) if isinstance(after, dict) else int(after or 0)
-            self._replay(conn, run_id, since)
+            if run_id not in self.states and stored is not None and run_id in stored:
+                found = self._send_stored(conn, run_id, stored[run_id])
+            else:
+                found = self._replay(conn, run_id, since)
+            if found:  # an id that names no run is not kept: a client cannot grow the set at will
+                conn.runs.add(run_id)
+
+    def read_stored(self, run_ids: Iterable[str], after: dict[str, int] | int | None = None
+                    ) -> dict[str, list[tuple[dict[str, Any], str]] | None]:
+        """For `subscribe(..., stored=)`, from a worker thread (it reads only the store): each run's
+        stored events after `after`, with their JSON text, or None for an id that names no run. The
+        event loop then only sends them; reading and encoding a long history never stalls it."""
+        stored: dict[str, list[tuple[dict[str, Any], str]] | None] = {}
+        for run_id in run_ids:
+            since = after.get(run_id, 0) if isinstance(after, dict) else int(after or 0)
+            records = self.store.events(run_id, after=since)
+            if not records and self.store.get(run_id) is None:
+                stored[run_id] = None
+            else:
+                stored[run_id] = [(record, dumps(record)) for record in records]
+        return stored
+
+    def _send_stored(self, conn: Connection, run_id: str, records: list[tuple[dict[str, Any], str]] | None) -> bool:
+        if records is None:
+            conn.send(dumps({"type": "error", "data": {"code": "run_not_found", "run_id": run_id,
+                                                       "message": f"there is no run {run_id!r}"}}))
+            return False
+        for record, text in records:
+            conn.send_run(RunMessage(run_id, record["seq"], record["type"], record, ""), text)
+        return True
 
     def unsubscribe(self, conn: Connection, runs: Iterable[str] | str) -> None:
         if runs == "*":
@@ -227,20 +264,15 @@ class EventHub:
         for conn in list(self.connections):
             conn.close(CLOSE_GOING_AWAY)
 
-    def _replay(self, conn: Connection, run_id: str, since: int) -> None:
+    def _replay(self, conn: Connection, run_id: str, since: int) -> bool:
+        """Send a run's events after `since`; False (and an error message) if there is no such run."""
         state = self.states.get(run_id)
         if state is not None:
             for message in state.log:
                 if message.seq > since:
                     conn.send_run(message)
-            return
-        records = self.store.events(run_id, after=since)
-        if not records and self.store.get(run_id) is None:
-            conn.send(dumps({"type": "error", "data": {"code": "run_not_found", "run_id": run_id,
-                                                       "message": f"there is no run {run_id!r}"}}))
-            return
-        for record in records:
-            conn.send_run(RunMessage(run_id, record["seq"], record["type"], record, ""), dumps(record))
+            return True
+        return self._send_stored(conn, run_id, self.read_stored([run_id], since)[run_id])
 
     def _deliver(self, message: RunMessage, client_id: str | None) -> None:
         state = self.states.get(message.run_id)

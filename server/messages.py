@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import Event
+from engine.jsonsafe import json_safe
 
 TERMINAL_EVENTS = frozenset({"run_finished", "run_cancelled", "run_interrupted"})
 MAX_PROGRESS_KEPT = 10_000  # progress events of one run kept for replay and history (all are sent live)
@@ -25,7 +26,10 @@ PREVIEW_QUALITY = 80
 
 
 def dumps(message: Any) -> str:
-    return json.dumps(message, separators=(",", ":"), default=str)
+    try:
+        return json.dumps(message, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # NaN or an infinity a node reported: not JSON, a browser would refuse the message
+        return json.dumps(json_safe(message), separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,16 @@ def run_message(event: Event, seq: int, preview_max_side: int = 256) -> RunMessa
     record = {"type": event.type, "run_id": event.run_id, "seq": seq, "timestamp": event.timestamp, "data": data}
     if preview is None:
         text = dumps(record)
+        if "\\ud" in text:  # maybe a lone surrogate a node produced: the record must stay sendable as UTF-8
+            record = {**record, "data": json_safe(data)}
+            text = dumps(record)
         return RunMessage(event.run_id, seq, event.type, record, text)
     encoded = encode_preview(preview, preview_max_side)
     wire_data = {**data, "preview": encoded}
     text = dumps({**record, "data": wire_data})
     stored_data = {**data, "preview": {"width": encoded["width"], "height": encoded["height"]} if encoded else None}
+    if "\\ud" in text:
+        stored_data = json_safe(stored_data)
     return RunMessage(event.run_id, seq, event.type, {**record, "data": stored_data}, text, encoded)
 
 

@@ -11,6 +11,11 @@
    cookie that opening any page with `?token=<token>` sets (HttpOnly, SameSite=Strict).
 4. Bodies: at most `max_body_bytes` (an upload: `max_upload_bytes`); larger ones get 413 before
    they are read, or as soon as a streamed body passes the bound.
+5. JSON bodies are read here in full and checked before any route parses them (engine.jsonsafe):
+   nesting deeper than MAX_DEPTH (64) levels is refused before anything recursive reads it, and so
+   are lone surrogates in strings or keys and NaN or infinities, which could be stored but never
+   sent back. 422 `invalid_request`, each place in `errors` as {node, input, path, code, message}
+   (`node` and `input` where it lies in a node's inputs; `input` is the path otherwise).
 
 Refusals are JSON ErrorBody responses (a websocket refused at its handshake gets the same body).
 """
@@ -19,11 +24,14 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.jsonsafe import find_deep_nesting, find_json_problems, format_path, node_input
 from server.config import ServerConfig, is_loopback
 from server.errors import ApiError
 
@@ -31,6 +39,8 @@ TOKEN_COOKIE = "latentgraph_token"
 UPLOAD_PATHS = ("/api/images",)
 OPEN_PATHS = ("/api/health",)
 MULTIPART_SLACK = 64 << 10  # form boundaries and headers around an uploaded file
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+CHECK_ON_LOOP_BYTES = 64 << 10  # a JSON body larger than this is checked in a worker thread
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),  # another site cannot frame the editor and click for the user
@@ -39,8 +49,8 @@ SECURITY_HEADERS = [
 
 
 class Refused(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        self.status, self.code, self.detail, self.errors = status, code, detail, errors
 
 
 def _protected(path: str) -> bool:
@@ -74,7 +84,8 @@ class SecurityMiddleware:
             return
 
         limit = self.config.max_body_bytes
-        if scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS:
+        upload = scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
+        if upload:
             limit = self.config.max_upload_bytes + MULTIPART_SLACK
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -92,6 +103,22 @@ class SecurityMiddleware:
                     raise ApiError(refusal.status, refusal.code, refusal.detail)
             return message
 
+        app_receive = bounded_receive
+        if scope["method"] in BODY_METHODS and not upload and _is_json(headers):
+            try:
+                body = await _read_body(bounded_receive)
+            except ApiError as exc:
+                await _refuse(scope, receive, send, Refused(exc.status_code, exc.code, exc.detail))
+                return
+            if body is None:  # the client went away
+                return
+            refusal = check_json_body(body) if len(body) <= CHECK_ON_LOOP_BYTES else \
+                await anyio.to_thread.run_sync(check_json_body, body)
+            if refusal is not None:
+                await _refuse(scope, receive, send, refusal)
+                return
+            app_receive = _replay(body, receive)
+
         cookie = None
         if token_from_query and headers.get("cookie", "").find(f"{TOKEN_COOKIE}=") < 0:
             cookie = f"{TOKEN_COOKIE}={self.config.token}; HttpOnly; SameSite=Strict; Path=/".encode()
@@ -104,7 +131,7 @@ class SecurityMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        await self.app(scope, bounded_receive, send_with_headers)
+        await self.app(scope, app_receive, send_with_headers)
 
     def _check_host(self, headers: Headers) -> None:
         if not self.check_host:
@@ -166,12 +193,76 @@ def _cookie(header: str, name: str) -> str | None:
     return None
 
 
+def _is_json(headers: Headers) -> bool:
+    """A body FastAPI would parse as JSON: application/json or application/*+json (or none given)."""
+    media = headers.get("content-type", "").split(";")[0].strip().lower()
+    return media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, as one message; then the real channel (a disconnect, say)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def check_json_body(body: bytes) -> Refused | None:
+    """The refusal for a JSON body nested too deep, or holding a lone surrogate, NaN or an
+    infinity (see engine.jsonsafe); None when it is fine or not JSON at all (the route says so)."""
+    if not body.strip():
+        return None
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")  # as json.loads reads bytes
+    except (UnicodeDecodeError, LookupError):
+        return None
+    deep = find_deep_nesting(text)  # before json.loads, which recurses
+    if deep is not None:
+        problems = [deep]
+    else:
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        problems = find_json_problems(document)
+        if not problems:
+            return None
+    errors = []
+    for problem in problems:
+        node, input_name = node_input(problem.path)  # in a node's inputs: that node and input, else the path
+        path = format_path(problem.path) or None
+        errors.append({"node": node, "input": input_name if node is not None else path, "path": path,
+                       "code": problem.code, "message": problem.message})
+    summary = "; ".join(e["message"] for e in errors[:3]) + (" ..." if len(errors) > 3 else "")
+    return Refused(422, "invalid_request", f"the request body cannot be accepted: {summary}", errors)
+
+
 def _too_large(limit: int) -> Refused:
     return Refused(413, "body_too_large", f"the request body is larger than the {limit:,} bytes this server accepts")
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: Refused) -> None:
-    body = json.dumps({"detail": refusal.detail, "code": refusal.code}).encode()
+    content: dict[str, Any] = {"detail": refusal.detail, "code": refusal.code}
+    if refusal.errors is not None:
+        content["errors"] = refusal.errors
+    body = json.dumps(content).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]
     if refusal.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
@@ -187,4 +278,4 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: Refused) 
         await send({"type": "websocket.close", "code": 1008, "reason": refusal.detail[:120]})
 
 
-__all__ = ["SecurityMiddleware", "TOKEN_COOKIE"]
+__all__ = ["SecurityMiddleware", "TOKEN_COOKIE", "check_json_body"]

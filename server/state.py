@@ -79,7 +79,8 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
     from latentgraph import __version__
 
     folders = configure(models=config.models_dir, extra_model_roots=list(config.extra_model_roots),
-                        inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir)
+                        inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir,
+                        follow_symlinks=config.follow_symlinks)
     limits = RunLimits(max_pixels=config.max_pixels, max_batch=config.max_batch, max_steps=config.max_steps,
                        memory_fraction=config.memory_fraction, min_free_disk=config.min_free_disk)
     services = Services(folders=folders, device=config.device, precision=config.precision,
@@ -110,7 +111,7 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
         config=config, registry=registry, folders=folders, executor=executor, store=store, queue=queue, hub=hub,
         runs=runs, dispatcher=dispatcher, retention=retention, backups=backups, catalog=CatalogCache(registry),
         workflows=WorkflowLibrary(config.bundled_workflows_dir, config.workflows_dir),
-        thumbnails=Thumbnails(config.thumbnails_dir), version=__version__)
+        thumbnails=Thumbnails(config.thumbnails_dir, max_pixels=config.max_image_pixels), version=__version__)
 
 
 class Retention:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.jsonsafe import json_safe, scrub_text
 from server.backup import WatchedConnection
 
 QUEUED, RUNNING = "queued", "running"
@@ -95,7 +96,15 @@ _WORKFLOW_NAME_ONLY = "json_object('meta', json_object('name', json_extract(work
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    if "\\ud" in text:  # maybe a lone surrogate a node produced: stored, it could never be sent back
+        text = json.dumps(json_safe(value), separators=(",", ":"), default=str)
+    return text
+
+
+def _plain(value: Any) -> Any:
+    """A text column's value, encodable as UTF-8 (SQLite refuses a lone surrogate)."""
+    return scrub_text(value) if isinstance(value, str) else value
 
 
 class RunStore:
@@ -152,14 +161,14 @@ class RunStore:
     def insert(self, run: RunRecord, events: list[dict[str, Any]] = ()) -> None:
         """A new run, with its first events (run_queued), in one transaction."""
         values = [getattr(run, c) for c in _COLUMNS]
-        values = [_dumps(v) if c in _JSON_COLUMNS and v is not None else v for c, v in zip(_COLUMNS, values)]
+        values = [_dumps(v) if c in _JSON_COLUMNS and v is not None else _plain(v) for c, v in zip(_COLUMNS, values)]
         with self._transaction() as db:
             db.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values)
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
 
     def update(self, run_id: str, **fields: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [_dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+        values = [_dumps(v) if k in _JSON_COLUMNS and v is not None else _plain(v) for k, v in fields.items()]
         with self._transaction() as db:
             db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*values, run_id])
 
@@ -173,7 +182,7 @@ class RunStore:
             db.execute("UPDATE runs SET status=?, position=NULL, started=?, finished=?, results=?, errors=?, "
                        "summary=?, error=? WHERE id=?",
                        (run.status, run.started, run.finished, _dumps(run.results), _dumps(run.errors),
-                        _dumps(run.summary), run.error, run.id))
+                        _dumps(run.summary), _plain(run.error), run.id))
             db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
 
     def reserve_seq(self, run_id: str, upto: int) -> None:

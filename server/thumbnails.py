@@ -17,15 +17,21 @@ FORMATS = {"jpeg": ("JPEG", ".jpg", "image/jpeg"), "webp": ("WEBP", ".webp", "im
 SIZES = (32, 2048)  # smallest and largest longer side one may ask for
 
 
+class ImageTooLarge(ValueError):
+    """The source image has more pixels than thumbnails are made of (a decompression bomb, say)."""
+
+
 class Thumbnails:
-    def __init__(self, folder: Path, max_files: int = 5000) -> None:
+    def __init__(self, folder: Path, max_files: int = 5000, max_pixels: int = 8192 * 8192) -> None:
         self.folder = folder
         self.max_files = max_files
+        self.max_pixels = max_pixels  # sources with more pixels are refused before any is decoded
         self._writes = 0
         self._lock = threading.Lock()
 
     def get(self, source: Path, size: int, fmt: str) -> Path:
-        """The thumbnail of `source`, at most `size` pixels a side, made if not made yet."""
+        """The thumbnail of `source`, at most `size` pixels a side, made if not made yet. Raises
+        ImageTooLarge for a source of more than `max_pixels` pixels, OSError for one that is not an image."""
         pil_format, extension, _ = FORMATS[fmt]
         stat = source.stat()
         key = hashlib.blake2b(f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{fmt}".encode(), digest_size=16).hexdigest()
@@ -34,7 +40,15 @@ class Thumbnails:
             return target
         from PIL import Image, ImageOps
 
-        with Image.open(source) as image:
+        try:
+            opened = Image.open(source)  # reads the header only
+        except Image.DecompressionBombError as exc:  # Pillow's own bound, far above ours
+            raise ImageTooLarge(f"{exc} (thumbnails are made of images of at most {self.max_pixels:,} pixels)") from None
+        with opened as image:
+            width, height = image.size
+            if width * height > self.max_pixels:
+                raise ImageTooLarge(f"the image is {width}x{height}, {width * height:,} pixels; thumbnails are made "
+                                    f"of images of at most {self.max_pixels:,} pixels")
             image.draft("RGB", (size, size))  # JPEG sources decode at a reduced scale: much faster
             image = ImageOps.exif_transpose(image)
             image.thumbnail((size, size))
@@ -73,4 +87,4 @@ class Thumbnails:
         return [p for p in self.folder.glob("*/*") if p.is_file()] if self.folder.is_dir() else []
 
 
-__all__ = ["FORMATS", "SIZES", "Thumbnails"]
+__all__ = ["FORMATS", "ImageTooLarge", "SIZES", "Thumbnails"]

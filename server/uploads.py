@@ -117,7 +117,11 @@ def check_image(data: bytes, max_side: int, max_pixels: int) -> CheckedImage:
                 mode = image.mode
     except ApiError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # Pillow would not even say its size
+        raise ApiError(413, "image_too_large",
+                       f"the image is too large: {exc}; at most {max_side} pixels a side and {max_pixels:,} pixels "
+                       "in all are accepted") from None
+    except UnidentifiedImageError:
         raise ApiError(415, "not_an_image", "the uploaded file is not an image Pillow can read "
                                             "(PNG, JPEG, WebP or BMP)") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.jsonsafe import json_safe, scrub_text
 from engine.workflow import WorkflowFormatError, parse_workflow
 from nodes.folders import UnsafeName, resolve_inside
 
@@ -65,7 +66,8 @@ class WorkflowLibrary:
         return None
 
     def read(self, entry: WorkflowEntry) -> dict[str, Any]:
-        return json.loads(entry.path.read_text(encoding="utf-8"))
+        # json_safe: a file put there by hand may hold a lone surrogate, which could not be sent back
+        return json_safe(json.loads(entry.path.read_text(encoding="utf-8")))
 
     def is_bundled(self, name: str) -> bool:
         return resolve_inside(self.bundled, check_name(name) + ".json").is_file()
@@ -117,10 +119,10 @@ def _entry(name: str, path: Path, bundled: bool) -> WorkflowEntry:
     try:
         meta = json.loads(path.read_text(encoding="utf-8")).get("meta") or {}
         title, description = meta.get("name"), meta.get("description")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass
-    return WorkflowEntry(name, bundled, path, title if isinstance(title, str) else None,
-                         description if isinstance(description, str) else None, stat.st_mtime, stat.st_size)
+    return WorkflowEntry(name, bundled, path, scrub_text(title) if isinstance(title, str) else None,
+                         scrub_text(description) if isinstance(description, str) else None, stat.st_mtime, stat.st_size)
 
 
 __all__ = ["WorkflowEntry", "WorkflowFormatError", "WorkflowLibrary", "check_name"]

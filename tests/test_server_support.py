@@ -166,7 +166,7 @@ def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     every call, so a second call is a restart). Every server is stopped after the test."""
     from nodes.folders import folders
 
-    for name in ("models", "extra_model_roots", "inputs", "outputs", "temp"):  # the server repoints them
+    for name in ("models", "extra_model_roots", "inputs", "outputs", "temp", "follow_symlinks"):  # the server sets them
         monkeypatch.setattr(folders, name, getattr(folders, name))
     started: list[ServerThread] = []
 

@@ -6,7 +6,9 @@ the text context, strided-conv downsamplers), through the `middle_block`, and ba
 `output_blocks`, each of which first concatenates the matching skip connection; `out` maps the
 features back to latent channels. Every attribute is named after the key it has in an LDM
 checkpoint under `model.diffusion_model.`, so `UNetModel.state_dict()` and the file agree key for
-key and loading needs no conversion table.
+key and loading needs no conversion table. Between blocks, and between the pieces large attention,
+convolutions and feed-forwards are split into (`nodes.sd.chunked`), the forward pass offers cancel
+points (`nodes.sd.interrupt`), so a cancelled run stops within a fraction of a second even at 2048².
 
 SD1.x is what loads today; SD2.x (linear projections, 64-channel heads) and SDXL (per-level
 transformer depth, `label_emb` for the pooled-text/size vector) are expressed by the same config.
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nodes.sd.chunked import Conv2d, attention, per_token
+from nodes.sd.interrupt import cancel_point
 
 NORM_GROUPS = 32  # every GroupNorm in the LDM U-Net uses 32 groups
 
@@ -117,7 +122,7 @@ class ResBlock(nn.Module):
     def __init__(self, in_channels: int, embedding_channels: int, out_channels: int):
         super().__init__()
         self.in_layers = nn.Sequential(
-            GroupNorm32(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+            GroupNorm32(in_channels), nn.SiLU(), Conv2d(in_channels, out_channels, 3, padding=1)
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(embedding_channels, out_channels))
         # Slot 2 held training dropout in LDM; keeping it makes the conv's key `out_layers.3`.
@@ -125,16 +130,17 @@ class ResBlock(nn.Module):
             GroupNorm32(out_channels),
             nn.SiLU(),
             nn.Identity(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            Conv2d(out_channels, out_channels, 3, padding=1),
         )
         if in_channels == out_channels:
             self.skip_connection = nn.Identity()
         else:
-            self.skip_connection = nn.Conv2d(in_channels, out_channels, 1)
+            self.skip_connection = Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_layers(x)
         h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+        cancel_point()
         h = self.out_layers(h)
         return self.skip_connection(x) + h
 
@@ -153,9 +159,13 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        q = self.to_q(x)
+        cancel_point()  # at 2048² a projection of SD1.x's first level is ~0.3 s on a CPU
+        k = self.to_k(context)
+        cancel_point()
+        v = self.to_v(context)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head_channels), as LDM
+        out = attention(q, k, v)  # scale 1/sqrt(head_channels), as LDM; in pieces when large
         return self.to_out(out.transpose(1, 2).flatten(2))
 
 
@@ -195,8 +205,11 @@ class BasicTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))
+        cancel_point()
         x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        cancel_point()
+        # The feed-forward is 12 * dim**2 multiply-adds per token (GEGLU to 8 * dim, then 4 * dim back).
+        return x + per_token(lambda t: self.ff(self.norm3(t)), x, 12 * x.shape[-1] ** 2)
 
 
 class SpatialTransformer(nn.Module):
@@ -211,8 +224,8 @@ class SpatialTransformer(nn.Module):
             self.proj_in = nn.Linear(channels, inner_dim)
             self.proj_out = nn.Linear(inner_dim, channels)
         else:
-            self.proj_in = nn.Conv2d(channels, inner_dim, 1)
-            self.proj_out = nn.Conv2d(inner_dim, channels, 1)
+            self.proj_in = Conv2d(channels, inner_dim, 1)
+            self.proj_out = Conv2d(inner_dim, channels, 1)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner_dim, heads, head_channels, context_dim) for _ in range(depth)
         )
@@ -226,6 +239,7 @@ class SpatialTransformer(nn.Module):
         if self.linear:
             h = self.proj_in(h)
         for block in self.transformer_blocks:
+            cancel_point()
             h = block(h, context)
         if self.linear:
             h = self.proj_out(h)
@@ -240,7 +254,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -255,7 +269,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         if size is None:
@@ -276,6 +290,7 @@ class BlockSequence(nn.Sequential):
         upsample_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         for layer in self:
+            cancel_point()
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
@@ -319,7 +334,7 @@ class UNetModel(nn.Module):
             )
 
         # Down: remember the width of every block's output; the way up concatenates them back.
-        self.input_blocks = nn.ModuleList([BlockSequence(nn.Conv2d(c.in_channels, c.model_channels, 3, padding=1))])
+        self.input_blocks = nn.ModuleList([BlockSequence(Conv2d(c.in_channels, c.model_channels, 3, padding=1))])
         skip_widths = [c.model_channels]
         width = c.model_channels
         for level, mult in enumerate(c.channel_mult):
@@ -355,7 +370,7 @@ class UNetModel(nn.Module):
                 self.output_blocks.append(BlockSequence(*layers))
 
         self.out = nn.Sequential(
-            GroupNorm32(width), nn.SiLU(), nn.Conv2d(width, c.out_channels, 3, padding=1)
+            GroupNorm32(width), nn.SiLU(), Conv2d(width, c.out_channels, 3, padding=1)
         )
 
     @property
@@ -400,4 +415,5 @@ class UNetModel(nn.Module):
             h = torch.cat([h, skips.pop()], dim=1)
             next_size = tuple(skips[-1].shape[-2:]) if skips else None
             h = block(h, emb, context, upsample_size=next_size)
+        cancel_point()
         return self.out(h).to(input_dtype)

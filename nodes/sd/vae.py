@@ -8,6 +8,8 @@ loads without conversion.
 The diffusion model does not see the raw latent but `latent * scaling_factor`, which brings it to
 unit variance (SD1.x/2.x: 0.18215, SDXL: 0.13025). `encode_to_latent` and `decode_from_latent` are
 the caller-facing helpers that apply it; `decode_from_latent` switches to tiles for large images.
+Between blocks and tiles, and between the pieces large convolutions and the mid-block attention are
+split into (`nodes.sd.chunked`), encode and decode offer cancel points (`nodes.sd.interrupt`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nodes.sd.chunked import Conv2d, attention
+from nodes.sd.interrupt import cancel_point
 
 NORM_GROUPS = 32  # every GroupNorm in the LDM autoencoder uses 32 groups and eps 1e-6
 
@@ -59,13 +64,14 @@ class ResnetBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.norm1 = normalize(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = normalize(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
+        cancel_point()
         h = self.conv2(F.silu(self.norm2(h)))
         skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
         return skip + h
@@ -77,17 +83,17 @@ class AttnBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.norm = normalize(channels)
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
-        self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.q = Conv2d(channels, channels, 1)
+        self.k = Conv2d(channels, channels, 1)
+        self.v = Conv2d(channels, channels, 1)
+        self.proj_out = Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         h = self.norm(x)
         # (batch, 1 head, pixels, channels); the default scale 1/sqrt(channels) is LDM's.
         q, k, v = (conv(h).flatten(2).transpose(1, 2)[:, None] for conv in (self.q, self.k, self.v))
-        h = F.scaled_dot_product_attention(q, k, v)
+        h = attention(q, k, v)  # in pieces of pixels when large: 128x128 latents are 16384 tokens
         h = h[:, 0].transpose(1, 2).reshape(batch, channels, height, width)
         return x + self.proj_out(h)
 
@@ -101,7 +107,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+        self.conv = Conv2d(channels, channels, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
@@ -112,7 +118,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -126,7 +132,11 @@ class MidBlock(nn.Module):
         self.block_2 = ResnetBlock(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(x)))
+        x = self.block_1(x)
+        cancel_point()
+        x = self.attn_1(x)
+        cancel_point()
+        return self.block_2(x)
 
 
 class EncoderLevel(nn.Module):
@@ -138,7 +148,9 @@ class EncoderLevel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.block:
+            cancel_point()
             x = block(x)
+        cancel_point()
         return x if self.downsample is None else self.downsample(x)
 
 
@@ -151,7 +163,9 @@ class DecoderLevel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.block:
+            cancel_point()
             x = block(x)
+        cancel_point()
         return x if self.upsample is None else self.upsample(x)
 
 
@@ -162,20 +176,21 @@ class Encoder(nn.Module):
         super().__init__()
         widths = [c.ch * m for m in c.ch_mult]
         last = len(widths) - 1
-        self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
+        self.conv_in = Conv2d(c.in_channels, c.ch, 3, padding=1)
         self.down = nn.ModuleList(
             EncoderLevel(([c.ch] + widths)[i], widths[i], c.num_res_blocks, downsample=i != last)
             for i in range(len(widths))
         )
         self.mid = MidBlock(widths[-1])
         self.norm_out = normalize(widths[-1])
-        self.conv_out = nn.Conv2d(widths[-1], 2 * c.z_channels, 3, padding=1)
+        self.conv_out = Conv2d(widths[-1], 2 * c.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
             h = level(h)
         h = self.mid(h)
+        cancel_point()
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -185,7 +200,7 @@ class Decoder(nn.Module):
     def __init__(self, c: VAEConfig):
         super().__init__()
         widths = [c.ch * m for m in c.ch_mult]
-        self.conv_in = nn.Conv2d(c.z_channels, widths[-1], 3, padding=1)
+        self.conv_in = Conv2d(c.z_channels, widths[-1], 3, padding=1)
         self.mid = MidBlock(widths[-1])
         # Level i receives the width of level i+1 (the deepest level receives its own).
         incoming = widths[1:] + widths[-1:]
@@ -193,12 +208,13 @@ class Decoder(nn.Module):
             DecoderLevel(incoming[i], widths[i], c.num_res_blocks + 1, upsample=i != 0) for i in range(len(widths))
         )
         self.norm_out = normalize(widths[0])
-        self.conv_out = nn.Conv2d(widths[0], c.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(widths[0], c.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)
+        cancel_point()
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -228,8 +244,8 @@ class AutoencoderKL(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        self.quant_conv = Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
+        self.post_quant_conv = Conv2d(config.embed_dim, config.z_channels, 1)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -344,6 +360,7 @@ def decode_tiled(
     total_weight = torch.zeros(1, 1, height * scale, width * scale)
     for y in ys:
         for x in xs:
+            cancel_point()
             tile = latent[:, :, y : y + tile_size, x : x + tile_size]
             decoded = vae.decode(tile).float().cpu()
             tile_h, tile_w = decoded.shape[-2:]

@@ -6,17 +6,25 @@ Client → server messages (JSON text):
     {"type": "subscribe", "runs": ["<run id>", ...] | "*", "after": <seq> | {"<run id>": <seq>}}
     {"type": "unsubscribe", "runs": [...] | "*"}
     {"type": "ping"}
+
+A message that is not JSON, is nested deeper than 64 levels, holds a lone surrogate, NaN or an
+infinity, or names something that is not a run id (1 to 64 of A-Z a-z 0-9 _ . : -) gets an
+`error` message saying where, and the connection stays open. A connection follows at most
+MAX_SUBSCRIBE runs by id; an id that names no run is answered `run_not_found` and not kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
 
+from engine.jsonsafe import find_deep_nesting, find_json_problems
 from server.errors import error_response
 from server.hub import Connection, EventHub
 from server.messages import dumps
@@ -24,8 +32,10 @@ from server.schemas import CLIENT_ID_PATTERN
 from server.state import get_state
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger(__name__)
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
-MAX_SUBSCRIBE = 1000
+_RUN_ID = re.compile(CLIENT_ID_PATTERN)  # run ids are 32 hex digits; anything longer or odder is not one
+MAX_SUBSCRIBE = 1000  # run ids in one message, and runs one connection may follow by id (or "*" for all)
 
 
 async def event_socket(websocket: WebSocket) -> None:
@@ -50,7 +60,11 @@ async def event_socket(websocket: WebSocket) -> None:
             if text is None:
                 conn.send(_error("binary frames are not understood; send JSON text"))
                 continue
-            _handle(hub, conn, text)
+            try:
+                await _handle(hub, conn, text)
+            except Exception as exc:  # whatever a message holds, it gets an answer and the connection stays
+                log.warning("websocket message not handled: %s: %s", type(exc).__name__, exc)
+                conn.send(_error(f"the message could not be handled ({type(exc).__name__})", "internal_error"))
     except WebSocketDisconnect:
         pass
     finally:
@@ -65,23 +79,37 @@ async def _pump(conn: Connection) -> None:
         pass
 
 
-def _handle(hub: EventHub, conn: Connection, text: str) -> None:
+async def _handle(hub: EventHub, conn: Connection, text: str) -> None:
+    deep = find_deep_nesting(text)  # before json.loads, which recurses (a frame may be 1 MiB of brackets)
+    if deep is not None:
+        conn.send(_error(deep.message, deep.code))
+        return
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         conn.send(_error("not JSON"))
+        return
+    problems = find_json_problems(message)
+    if problems:
+        conn.send(_error(problems[0].message, problems[0].code))
         return
     kind = message.get("type") if isinstance(message, dict) else None
     if kind == "ping":
         conn.send(dumps({"type": "pong", "data": {}}))
         return
     if kind not in ("subscribe", "unsubscribe"):
-        conn.send(_error(f"unknown message type {kind!r} (subscribe, unsubscribe, ping)"))
+        conn.send(_error(f"unknown message type {_short(kind)} (subscribe, unsubscribe, ping)"))
         return
     runs = message.get("runs")
-    if runs != "*" and not (isinstance(runs, list) and all(isinstance(r, str) for r in runs) and len(runs) <= MAX_SUBSCRIBE):
+    if runs != "*" and not (isinstance(runs, list) and len(runs) <= MAX_SUBSCRIBE):
         conn.send(_error(f'"runs" must be "*" or a list of at most {MAX_SUBSCRIBE} run ids'))
         return
+    if runs != "*":
+        for index, run_id in enumerate(runs):
+            if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+                conn.send(_error(f"runs[{index}] is not a run id ({_short(run_id)}): run ids are 1 to 64 letters, "
+                                 "digits or _ . : -", "invalid_run_id"))
+                return
     if kind == "unsubscribe":
         hub.unsubscribe(conn, runs)
         return
@@ -89,11 +117,28 @@ def _handle(hub: EventHub, conn: Connection, text: str) -> None:
     if not (isinstance(after, int) or (isinstance(after, dict) and all(isinstance(v, int) for v in after.values()))):
         conn.send(_error('"after" must be a seq number or an object of run id → seq'))
         return
+    if runs != "*":
+        runs = list(dict.fromkeys(runs))
+        new = [r for r in runs if r not in conn.runs]
+        if len(conn.runs) + len(new) > MAX_SUBSCRIBE:
+            conn.send(_error(f"this connection follows {len(conn.runs)} runs; following {len(new)} more would pass "
+                             f"the {MAX_SUBSCRIBE} one connection may follow by id: unsubscribe from some, or "
+                             'subscribe to "*"', "too_many_runs"))
+            return
+        # The store is read (and the events encoded) in a worker thread; the loop only sends.
+        stored = await run_in_threadpool(hub.read_stored, [r for r in runs if hub.live_state(r) is None], after)
+        hub.subscribe(conn, runs, after, stored)
+        return
     hub.subscribe(conn, runs, after)
 
 
-def _error(text: str) -> str:
-    return dumps({"type": "error", "data": {"code": "bad_message", "message": text}})
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)  # repr escapes what could not be sent (a lone surrogate is shown as \ud800)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(text: str, code: str = "bad_message") -> str:
+    return dumps({"type": "error", "data": {"code": code, "message": text}})
 
 
 router.add_api_websocket_route("/ws", event_socket, name="events")

@@ -8,11 +8,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
-from nodes.folders import IMAGE_EXTENSIONS, UnsafeName, resolve_inside
+from nodes.folders import IMAGE_EXTENSIONS, LinkOutside, UnsafeName
 from server.errors import ERROR_RESPONSES, ApiError
 from server.schemas import ImageList, ImageRef, UploadedImage
 from server.state import ServerState, get_state
-from server.thumbnails import FORMATS, SIZES
+from server.thumbnails import FORMATS, SIZES, ImageTooLarge
 from server.uploads import MASK_FOLDER, check_image, read_upload, stored_name
 
 router = APIRouter(prefix="/api", tags=["images"], responses=ERROR_RESPONSES)
@@ -27,9 +27,12 @@ def _folder(state: ServerState, kind: str) -> Path:
 
 
 def image_path(state: ServerState, kind: str, name: str) -> Path:
-    """The file of an image name inside its folder; 400 for a name that would leave it, 404 if absent."""
+    """The file of an image name inside its folder; 400 for a name that would leave it, 403 for a
+    symbolic link that leads out of it (unless --follow-symlinks), 404 if absent."""
     try:
-        path = resolve_inside(_folder(state, kind), name)
+        path = state.folders.image_path(_folder(state, kind), name)
+    except LinkOutside as exc:
+        raise ApiError(403, "link_outside_folder", str(exc)) from None
     except UnsafeName as exc:
         raise ApiError(400, "unsafe_name", f"bad image name: {exc}") from None
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -44,8 +47,13 @@ def list_images(type: ImageType = "output", limit: int = Query(100, ge=1, le=100
                 state: ServerState = Depends(get_state)) -> ImageList:
     """Images in the output (default), temp or input folder, newest first."""
     folder = _folder(state, type)
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()] if folder.is_dir() else []
-    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    files = []
+    for name in state.folders.list_images(folder):  # links leading out of the folder left out
+        try:
+            files.append((folder / name, (folder / name).stat().st_mtime))
+        except OSError:
+            continue  # removed while we looked
+    files = [path for path, _ in sorted(files, key=lambda item: item[1], reverse=True)]
     refs = []
     for path in files[offset:offset + limit]:
         relative = path.relative_to(folder)
@@ -76,7 +84,9 @@ def get_thumbnail(type: ImageType, name: str,
     path = image_path(state, type, name)
     try:
         thumbnail = state.thumbnails.get(path, size, format)
-    except OSError as exc:
+    except ImageTooLarge as exc:
+        raise ApiError(422, "image_too_large", f"no thumbnail of {name!r}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ApiError(415, "not_an_image", f"{name!r} could not be read as an image: {exc}") from None
     return FileResponse(thumbnail, media_type=FORMATS[format][2], headers={"Cache-Control": "max-age=86400"})
 
@@ -100,7 +110,7 @@ async def upload_image(request: Request, kind: Literal["image", "mask"] | None =
     node takes."""
     config = state.config
     body = await request.body()  # bounded by the security middleware
-    upload = read_upload(body, request.headers.get("content-type", ""), filename)
+    upload = await _in_thread(read_upload, body, request.headers.get("content-type", ""), filename)
     if len(upload.data) > config.max_upload_bytes:
         raise ApiError(413, "upload_too_large",
                        f"the file is {len(upload.data):,} bytes; at most {config.max_upload_bytes:,} are accepted")
@@ -110,7 +120,10 @@ async def upload_image(request: Request, kind: Literal["image", "mask"] | None =
     checked = await _in_thread(check_image, upload.data, config.max_image_side, config.max_image_pixels)
     name = stored_name(upload.filename, upload.data, checked.extension)
     subfolder = MASK_FOLDER if kind == "mask" else ""
-    target = resolve_inside(state.folders.inputs, f"{subfolder}/{name}" if subfolder else name)
+    try:
+        target = state.folders.input_path(f"{subfolder}/{name}" if subfolder else name)
+    except LinkOutside as exc:
+        raise ApiError(403, "link_outside_folder", str(exc)) from None
     if not target.exists():
         await _in_thread(_write, target, upload.data)
     return UploadedImage(name=f"{subfolder}/{name}" if subfolder else name, filename=name, subfolder=subfolder,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+import json
 
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic_core import PydanticSerializationError
+
+from engine.jsonsafe import json_safe
 from server.errors import ERROR_RESPONSES
 from server.schemas import CLIENT_ID_PATTERN, Deleted, RunDetail, RunList, RunSummary, SubmitRun
 from server.state import ServerState, get_state
@@ -44,13 +48,21 @@ def clear_history(state: ServerState = Depends(get_state)) -> Deleted:
 
 
 @router.get("/{run_id}", summary="One run with its results and events", response_model=RunDetail)
-async def get_run(run_id: str, events: bool = Query(True, description="include the run's events"),
-                  state: ServerState = Depends(get_state)) -> RunDetail:
+def get_run(run_id: str, events: bool = Query(True, description="include the run's events"),
+            state: ServerState = Depends(get_state)) -> Response:
     """The run's status, workflow, results (what each output node reported: saved images,
     shown values), errors and, unless `events=false`, its events so far (previews as sizes only)."""
+    # A plain function: FastAPI runs it in its thread pool. Reading, validating and encoding a big
+    # run (hundreds of MB of events) all happen here, as JSON bytes, never on the event loop that
+    # serves the websockets (FastAPI would encode a returned model on the loop).
     run = state.runs.get(run_id)
     position = state.queue.position(run_id) if run.status == QUEUED else None
-    return RunDetail.of_run(run, position, state.runs.events(run) if events else [])
+    detail = RunDetail.of_run(run, position, state.runs.events(run) if events else [])
+    try:
+        body = detail.model_dump_json()
+    except PydanticSerializationError:  # a lone surrogate stored before the store replaced them
+        body = json.dumps(json_safe(detail.model_dump()), separators=(",", ":"), default=str)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{run_id}/cancel", summary="Cancel a queued or running run", response_model=RunSummary)

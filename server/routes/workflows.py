@@ -56,8 +56,9 @@ def save_workflow(name: str, response: Response, document: dict[str, Any] = Body
     try:
         entry, created = state.workflows.save(name, document)
     except WorkflowFormatError as exc:
-        errors = [{"node": None, "input": path or None, "code": code, "message": message}
-                  for path, code, message in exc.problems]
+        errors = [{"node": node, "input": input_name if node is not None else path or None, "path": path or None,
+                   "code": code, "message": message}
+                  for (path, code, message), (node, input_name) in zip(exc.problems, exc.locations)]
         raise ApiError(422, "invalid_workflow", f"not a workflow document: {exc}", errors) from None
     response.status_code = 201 if created else 200
     return _info(entry)
