@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NPM ?= npm
 CHROMIUM ?= /usr/bin/chromium
 WEB_DEPS := web/node_modules/.installed
-WEB_BUILD := web/dist/index.html
+WEB_BUILD := latentgraph/web/index.html
 WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json web/package.json -type f 2>/dev/null)
 
 .PHONY: run test test-python test-web bench setup web clean
@@ -42,17 +42,19 @@ run: $(STAMP) $(WEB_BUILD)
 
 test: test-python test-web
 
+# -P: the repository root is not put on sys.path, so the folders are only importable as the
+# installed latentgraph.* packages (a module can never load twice under two names).
 test-python: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -P -m pytest -q
 
 test-web: $(STAMP) $(WEB_BUILD) $(CHROMIUM)
 	cd web && $(NPM) test
 	cd web && CHROMIUM=$(CHROMIUM) $(NPM) run test:e2e
 
 bench: $(STAMP)
-	$(PY) bench/executor.py
-	$(PY) bench/sd.py
-	$(PY) bench/server.py
+	$(PY) -P bench/executor.py
+	$(PY) -P bench/sd.py
+	$(PY) -P bench/server.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info web/node_modules web/dist
+	rm -rf $(VENV) build *.egg-info web/node_modules latentgraph/web

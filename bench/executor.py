@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import EventBus, Executor, Input, Node, NodeOutputs, NodeRegistry, Output, OutputCache, RunContext  # noqa: E402
-from engine.graph import validate_workflow  # noqa: E402
+from latentgraph.engine import EventBus, Executor, Input, Node, NodeOutputs, NodeRegistry, Output, OutputCache, RunContext  # noqa: E402
+from latentgraph.engine.graph import validate_workflow  # noqa: E402
 
 registry = NodeRegistry()
 

@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "tests"))
-sys.path.insert(2, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # sd_tiny: the tiny model's configs
+sys.path.insert(1, str(ROOT / "bench"))
 
 
 def main() -> int:
@@ -49,10 +48,10 @@ def main() -> int:
     if cuda and not torch.cuda.is_available():
         print("bench/gpu.py needs a CUDA device; none is visible to torch", file=sys.stderr)
         return 2
-    import nodes  # noqa: F401
-    from engine import EventBus, Executor, OutputCache, registry
-    from nodes.sd.demo.evaluate import demo_folders, load_workflow, with_inputs
-    from nodes.services import Services
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
+    from latentgraph.training.evaluate import demo_folders, load_workflow, with_inputs
+    from latentgraph.nodes.services import Services
     from PIL import Image
     from sd import SD15_FILE, build_sd15_checkpoint
 

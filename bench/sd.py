@@ -52,8 +52,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "tests"))  # sd_tiny: the tiny model's configs
+sys.path.insert(0, str(ROOT / "tests"))  # sd_tiny: the tiny model's configs
 
 CFG = 7.5
 SAMPLER, SCHEDULE = "dpmpp_2m", "karras"
@@ -122,10 +121,10 @@ def build_sd15_checkpoint(path: Path) -> None:
     """SD1.5-size U-Net, VAE and CLIP text encoder with seeded random weights, saved in fp16."""
     import torch
 
-    from nodes.sd.checkpoint import save_checkpoint
-    from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
-    from nodes.sd.unet import UNetConfig, UNetModel
-    from nodes.sd.vae import AutoencoderKL, VAEConfig
+    from latentgraph.nodes.sd.checkpoint import save_checkpoint
+    from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
+    from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
+    from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
     from sd_tiny import randomize_
 
     started = time.perf_counter()
@@ -149,11 +148,11 @@ def diffusers_modules(unet: Any, vae: Any) -> tuple[Any, Any]:
         create_vae_diffusers_config_from_ldm,
     )
 
-    from nodes.sd.families import UNET_PREFIX, VAE_PREFIX
+    from latentgraph.nodes.sd.families import UNET_PREFIX, VAE_PREFIX
 
     state = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
     state |= {VAE_PREFIX + k: v for k, v in vae.state_dict().items()}
-    from nodes.sd.families import ldm_original_config
+    from latentgraph.nodes.sd.families import ldm_original_config
 
     config = ldm_original_config(unet.config, vae.config)
     unet_config = create_unet_diffusers_config_from_ldm(config, state)
@@ -234,16 +233,16 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
 
-    import nodes  # noqa: F401  (registers the node library)
-    from engine import EventBus, Executor, OutputCache, registry
-    from nodes.folders import configure
-    from nodes.images import save_pngs
-    from nodes.sd.handles import Noise, SamplerChoice
-    from nodes.sd.sample import denoise_latents
-    from nodes.sd.schedules import sigmas_for
-    from nodes.sd.tokenizer import get_tokenizer
-    from nodes.sd.vae import decode_from_latent
-    from nodes.services import Services
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
+    from latentgraph.nodes.folders import Folders
+    from latentgraph.nodes.images import save_pngs
+    from latentgraph.nodes.sd.handles import Noise, SamplerChoice
+    from latentgraph.nodes.sd.sample import denoise_latents
+    from latentgraph.nodes.sd.schedules import sigmas_for
+    from latentgraph.nodes.sd.tokenizer import get_tokenizer
+    from latentgraph.nodes.sd.vae import decode_from_latent
+    from latentgraph.nodes.services import Services
 
     size, steps, repeat, runs = spec["size"], spec["steps"], spec["repeat"], spec["runs"]
     work = Path(spec["workdir"]) / spec["model"]
@@ -260,8 +259,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
             os.link(spec["checkpoint"], link)
         except OSError:
             link.symlink_to(spec["checkpoint"])
-    folders = configure(models=work / "models", extra_model_roots=[], inputs=work / "input",
-                        outputs=work / "output", temp=work / "temp")
+    folders = Folders(models=work / "models", inputs=work / "input", outputs=work / "output", temp=work / "temp")
     events = EventBus()
     events.subscribe(lambda event: None)  # as the CLI and the server listen: previews get published
     # The CLI's and the server's default output-cache budget (--cache-size 4GiB).

@@ -26,19 +26,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from engine import Input, Node, NodeRegistry, RunContext  # noqa: E402
+from latentgraph.engine import Input, Node, NodeRegistry, RunContext  # noqa: E402
 
 TERMINAL = {"run_finished", "run_cancelled", "run_interrupted"}
 
 
 def bench_registry() -> NodeRegistry:
-    import nodes  # noqa: F401
-    from engine import registry as built_in
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import registry as built_in
 
     registry = NodeRegistry()
     for info in built_in:
@@ -65,8 +64,8 @@ def bench_registry() -> NodeRegistry:
 
 
 def serve(port: int, root: Path) -> None:
-    from server import ServerConfig
-    from server.app import serve as run_server
+    from latentgraph.server import ServerConfig
+    from latentgraph.server.app import serve as run_server
 
     config = ServerConfig(port=port, user_dir=root / "user", models_dir=root / "models", input_dir=root / "input",
                           output_dir=root / "output", temp_dir=root / "temp", web_dir=root / "web")

@@ -3,16 +3,16 @@
 It knows nothing of torch, Stable Diffusion or HTTP; node libraries and the server build on it.
 """
 
-from engine import ports
-from engine.cache import OutputCache, register_sizer, sizeof
-from engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, ValidationIssue, WorkflowInvalid
-from engine.events import Event, EventBus
-from engine.executor import CancelToken, Executor, RunContext, RunResult
-from engine.graph import Graph, find_issues, validate_workflow
-from engine.limits import ExecutionLimits, ValueTooLarge, text_size
-from engine.node import Input, Node, NodeInfo, NodeOutputs, Output
-from engine.registry import NodeRegistry, node, registry
-from engine.workflow import FORMAT, Workflow, link, parse_workflow, workflow_json_schema
+from latentgraph.engine import ports
+from latentgraph.engine.cache import OutputCache, register_sizer, sizeof
+from latentgraph.engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, ValidationIssue, WorkflowInvalid
+from latentgraph.engine.events import Event, EventBus
+from latentgraph.engine.executor import CancelToken, Executor, RunContext, RunResult
+from latentgraph.engine.graph import Graph, find_issues, validate_workflow
+from latentgraph.engine.limits import ExecutionLimits, ValueTooLarge, text_size
+from latentgraph.engine.node import Input, Node, NodeInfo, NodeOutputs, Output
+from latentgraph.engine.registry import NodeRegistry, node, registry
+from latentgraph.engine.workflow import FORMAT, Workflow, link, parse_workflow, workflow_json_schema
 
 __all__ = [
     "FORMAT", "Cancelled", "CancelToken", "Event", "EventBus", "ExecutionLimits", "Executor", "Graph", "Input", "Node",

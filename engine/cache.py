@@ -2,7 +2,8 @@
 
 Sizes are measured without importing torch: tensors are recognised by `element_size()` and
 `nelement()`, modules by `parameters()` and `buffers()`, arrays by `nbytes`, images by their size
-and bands. A value of another kind can teach the cache its size through `register_sizer`.
+and bands. A value of another kind can say its size with a `cache_nbytes()` method, or be taught
+through `register_sizer`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def sizeof(value: Any, _seen: set[int] | None = None) -> int:
     for kind, sizer in _sizers:
         if isinstance(value, kind):
             return sizer(value)
+    own = getattr(value, "cache_nbytes", None)  # a value that says what it costs the output cache
+    if callable(own):
+        return int(own())
     if isinstance(value, (int, float, str, bytes, bytearray)):
         return sys.getsizeof(value)
     if hasattr(value, "element_size") and hasattr(value, "nelement"):

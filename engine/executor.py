@@ -13,14 +13,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from engine.cache import CacheEntry, OutputCache
-from engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, WorkflowInvalid
-from engine.events import Event, EventBus
-from engine.graph import Graph, GraphNode, check_value, validate_workflow
-from engine.limits import ExecutionLimits, ValueTooLarge, text_size
-from engine.registry import NodeRegistry
-from engine.signature import signature_of
-from engine.workflow import Workflow
+from latentgraph.engine.cache import CacheEntry, OutputCache
+from latentgraph.engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, WorkflowInvalid
+from latentgraph.engine.events import Event, EventBus
+from latentgraph.engine.graph import Graph, GraphNode, check_value, validate_workflow
+from latentgraph.engine.limits import ExecutionLimits, ValueTooLarge, text_size
+from latentgraph.engine.registry import NodeRegistry
+from latentgraph.engine.signature import signature_of
+from latentgraph.engine.workflow import Workflow
 
 
 class CancelToken:
@@ -295,7 +295,7 @@ class Executor:
         for name in node.links:
             spec = info.inputs[name]
             if spec.is_primitive:  # a linked widget value still has to meet the input's bounds
-                checked, issue = check_value(node.id, info, spec, inputs[name])
+                checked, issue = check_value(node.id, info, spec, inputs[name], self.services)
                 if issue is not None:
                     return {}, {}, failure(ValueError(issue.message))
                 inputs[name] = checked

@@ -8,12 +8,12 @@ from typing import Any, Iterable
 import networkx as nx
 from pydantic import ValidationError as PydanticValidationError
 
-from engine import ports
-from engine.errors import ValidationIssue, WorkflowInvalid
-from engine.jsonsafe import number_problem, text_problem
-from engine.node import InputInfo, NodeInfo
-from engine.registry import NodeRegistry
-from engine.workflow import Link, Workflow, WorkflowFormatError, as_link, parse_workflow
+from latentgraph.engine import ports
+from latentgraph.engine.errors import ValidationIssue, WorkflowInvalid
+from latentgraph.engine.jsonsafe import number_problem, text_problem
+from latentgraph.engine.node import InputInfo, NodeInfo
+from latentgraph.engine.registry import NodeRegistry
+from latentgraph.engine.workflow import Link, Workflow, WorkflowFormatError, as_link, parse_workflow
 
 _BOUND_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
 _CHOICE_ERRORS = {"literal_error", "enum"}
@@ -66,7 +66,8 @@ def _choices_text(choices: list[Any], limit: int = 12) -> str:
     return shown + (f", ... ({len(choices)} in all)" if len(choices) > limit else "")
 
 
-def check_value(node_id: str, info: NodeInfo, spec: InputInfo, value: Any) -> tuple[Any, ValidationIssue | None]:
+def check_value(node_id: str, info: NodeInfo, spec: InputInfo, value: Any,
+                services: Any = None) -> tuple[Any, ValidationIssue | None]:
     """Validate one primitive value against its input's type, bounds and choices.
 
     Returns the value as the node will see it (e.g. an INT widened to float for a FLOAT input),
@@ -84,14 +85,14 @@ def check_value(node_id: str, info: NodeInfo, spec: InputInfo, value: Any) -> tu
                                           f"{where} must be {_bounds_text(spec)}, got {_short(value)}")
         if kind in _CHOICE_ERRORS:
             return value, ValidationIssue(node_id, spec.name, "not_in_choices",
-                                          f"{where} must be one of {_choices_text(spec.choices() or [])}, got {_short(value)}")
+                                          f"{where} must be one of {_choices_text(spec.choices(services) or [])}, got {_short(value)}")
         return value, ValidationIssue(node_id, spec.name, "invalid_value",
                                       f"{where}: {err['msg'][0].lower()}{err['msg'][1:]} ({spec.port}), got {_short(value)}")
     problem = number_problem(value) or (text_problem(value) if isinstance(value, str) else None)
     if problem:  # NaN, an infinity, or a lone surrogate: valid Python, but it could not be stored or sent
         return value, ValidationIssue(node_id, spec.name, "invalid_value", f"{where}: {problem}")
     if spec.choices_fn is not None:
-        choices = spec.choices()
+        choices = spec.choices(services)
         if value not in choices:  # type: ignore[operator]
             return value, ValidationIssue(node_id, spec.name, "not_in_choices",
                                           f"{where} must be one of {_choices_text(choices or []) or '(none available)'}, got {_short(value)}")
@@ -178,7 +179,7 @@ def find_issues(
                                               f"{where} input {name!r} ({input_spec.port}) must be a link "
                                               f"{{\"node\": ..., \"output\": ...}}, got the value {_short(value)}"))
             else:
-                checked, issue = check_value(node_id, info, input_spec, value)
+                checked, issue = check_value(node_id, info, input_spec, value, services)
                 if issue is not None:
                     issues.append(issue)
                 else:

@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from engine import ports
+from latentgraph.engine import ports
 
 if TYPE_CHECKING:
-    from engine.executor import RunContext
+    from latentgraph.engine.executor import RunContext
 
 _META_KEY = "latentgraph"
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -107,7 +107,7 @@ class InputInfo:
     max_length: int | None = None
     step: float | None = None
     static_choices: tuple[Any, ...] | None = None
-    choices_fn: Callable[[], list[Any]] | None = None
+    choices_fn: Callable[[Any], list[Any]] | None = None  # called with the run's services (may be None)
     multiline: bool = False
     widget: str | None = None
     # Validates a primitive value (type, bounds, Literal choices); None for link-only ports.
@@ -118,14 +118,16 @@ class InputInfo:
         """A widget input: it may hold a literal value in the workflow JSON."""
         return self.adapter is not None
 
-    def choices(self) -> list[Any] | None:
+    def choices(self, services: Any = None) -> list[Any] | None:
+        """The allowed values; dynamic ones are asked of the choices function with `services`
+        (the folders and settings of the CLI or server asking; None: the library's defaults)."""
         if self.static_choices is not None:
             return list(self.static_choices)
         if self.choices_fn is not None:
-            return list(self.choices_fn())
+            return list(self.choices_fn(services))
         return None
 
-    def catalog_entry(self) -> dict[str, Any]:
+    def catalog_entry(self, services: Any = None) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": self.name, "type": self.port, "required": self.required}
         if not self.required and self.default is not None:
             entry["default"] = self.default
@@ -134,7 +136,7 @@ class InputInfo:
             value = getattr(self, key)
             if value is not None:
                 entry[key] = value
-        choices = self.choices()
+        choices = self.choices(services)
         if choices is not None:
             entry["choices"] = choices
         if self.multiline:
@@ -166,7 +168,7 @@ class NodeInfo:
     outputs: dict[str, OutputInfo]
     cls: type["Node"] = field(compare=False, repr=False)
 
-    def catalog_entry(self) -> dict[str, Any]:
+    def catalog_entry(self, services: Any = None) -> dict[str, Any]:
         return {
             "type": self.type,
             "version": self.version,
@@ -175,7 +177,7 @@ class NodeInfo:
             "description": self.description,
             "output_node": self.is_output,
             "cacheable": self.cacheable,
-            "inputs": [i.catalog_entry() for i in self.inputs.values()],
+            "inputs": [i.catalog_entry(services) for i in self.inputs.values()],
             "outputs": [{"name": o.name, "type": o.port, "description": o.description} for o in self.outputs.values()],
         }
 
@@ -221,6 +223,16 @@ def _strip_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _taking_services(function: Callable[..., list[Any]]) -> Callable[[Any], list[Any]]:
+    """A choices function as the engine calls it, with the services: `fn(services)`; one that
+    takes no argument (it needs nothing from the caller) is called without them."""
+    try:
+        takes_services = bool(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        takes_services = True
+    return function if takes_services else (lambda services: function())
+
+
 def _infer_port(owner: str, name: str, annotation: Any, explicit: str | None) -> tuple[str, tuple[Any, ...] | None]:
     """Port type and Literal choices of one field."""
     inner, _ = _strip_optional(annotation)
@@ -262,7 +274,7 @@ def _input_info(owner: str, name: str, info: FieldInfo) -> InputInfo:
     static_choices = literal_choices
     choices_fn = None
     if callable(choices):
-        choices_fn = choices
+        choices_fn = _taking_services(choices)
     elif choices is not None:
         static_choices = tuple(choices)
     adapter = None

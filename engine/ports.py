@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-# Values that only ever travel along links (they are made by nodes, never typed by hand).
-MODEL = "MODEL"
-CLIP = "CLIP"
-VAE = "VAE"
-CONDITIONING = "CONDITIONING"
-LATENT = "LATENT"
-IMAGE = "IMAGE"
-MASK = "MASK"
-NOISE = "NOISE"
-SIGMAS = "SIGMAS"
-SAMPLER = "SAMPLER"
+# Node libraries register the kinds of value their nodes pass along links (`register_port_type`):
+# the engine knows only the primitives below and ANY.
 
 # Primitive values: an input of one of these types is a widget (a literal in the workflow JSON)
 # that may also be linked from another node's output of the same type.
@@ -26,10 +17,7 @@ ANY = "ANY"
 
 PRIMITIVE_PORTS: frozenset[str] = frozenset({INT, FLOAT, STRING, BOOLEAN})
 
-_known: set[str] = {
-    MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, MASK, NOISE, SIGMAS, SAMPLER,
-    INT, FLOAT, STRING, BOOLEAN, ANY,
-}
+_known: set[str] = {INT, FLOAT, STRING, BOOLEAN, ANY}
 
 _PYTHON_TYPE_PORTS: dict[type, str] = {bool: BOOLEAN, int: INT, float: FLOAT, str: STRING}
 

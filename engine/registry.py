@@ -6,7 +6,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Any, Callable, Iterator, TypeVar
 
-from engine.node import Node, NodeInfo, build_node_info
+from latentgraph.engine.node import Node, NodeInfo, build_node_info
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ class NodeRegistry:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def catalog(self) -> list[dict[str, Any]]:
+    def catalog(self, services: Any = None) -> list[dict[str, Any]]:
         """Every node type as JSON-able dicts, sorted by category then type (the editor's palette)."""
-        return [info.catalog_entry() for info in sorted(self._nodes.values(), key=lambda i: (i.category, i.type))]
+        return [info.catalog_entry(services) for info in sorted(self._nodes.values(), key=lambda i: (i.category, i.type))]
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
         """Load node libraries that installed packages declare under the `latentgraph.nodes` group.

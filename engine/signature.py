@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from engine.graph import GraphNode
+from latentgraph.engine.graph import GraphNode
 
 
 _encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)

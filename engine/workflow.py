@@ -21,7 +21,7 @@ from typing import Any, Callable, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from engine.jsonsafe import find_deep_nesting, find_json_problems, format_path, node_input
+from latentgraph.engine.jsonsafe import find_deep_nesting, find_json_problems, format_path, node_input
 
 FORMAT = "latentgraph/workflow@1"
 

@@ -14,22 +14,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from engine import EventBus, Event, ExecutionLimits, Executor, NodeRegistry, OutputCache, find_issues, ports, registry, workflow_json_schema
-from engine.workflow import WorkflowFormatError, parse_workflow
+from latentgraph.engine import EventBus, Event, ExecutionLimits, Executor, NodeRegistry, OutputCache, find_issues, ports, workflow_json_schema
+from latentgraph.engine.workflow import WorkflowFormatError, parse_workflow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(Exception):
     """Bad command-line input: reported on stderr with exit code 2."""
-
-
-def load_registry() -> NodeRegistry:
-    """The built-in nodes plus every node library installed under the `latentgraph.nodes` entry point."""
-    import nodes  # noqa: F401  (registers the built-in library)
-
-    registry.load_entry_points()
-    return registry
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -224,18 +216,19 @@ def command_run(args: argparse.Namespace, reg: NodeRegistry) -> int:
 
 
 def _services(args: argparse.Namespace) -> Any:
-    """Folders, device and precision for the node library, from the command line."""
-    from nodes.folders import configure
-    from nodes.services import Services
+    """Folders, device, precision and limits for the node library, from the command line."""
+    from latentgraph.nodes.folders import Folders
+    from latentgraph.nodes.services import Services
 
-    folders = configure(models=args.models_dir, extra_model_roots=args.extra_models_dir or None,
-                        inputs=args.input_dir, outputs=args.output_dir, follow_symlinks=args.follow_symlinks)
+    folders = Folders.from_options(models=args.models_dir, extra_model_roots=args.extra_models_dir,
+                                   inputs=args.input_dir, outputs=args.output_dir,
+                                   follow_symlinks=args.follow_symlinks)
     return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle,
                     limits=_run_limits(args))
 
 
 def _run_limits(args: argparse.Namespace) -> Any:
-    from nodes.services import RunLimits
+    from latentgraph.nodes.services import RunLimits
 
     return RunLimits(max_pixels=args.max_pixels, max_batch=args.max_batch, max_steps=args.max_steps,
                      memory_fraction=args.memory_fraction, min_free_disk=args.min_free_disk)
@@ -243,8 +236,8 @@ def _run_limits(args: argparse.Namespace) -> Any:
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
     """What one run may cost: checked when a workflow is validated and again by the nodes as they run."""
-    from engine.limits import DEFAULT_MAX_VALUE_BYTES
-    from nodes.services import RunLimits
+    from latentgraph.engine.limits import DEFAULT_MAX_VALUE_BYTES
+    from latentgraph.nodes.services import RunLimits
 
     defaults = RunLimits()
     group = parser.add_argument_group("limits (0 switches one off)")
@@ -313,8 +306,8 @@ def command_schema(args: argparse.Namespace, reg: NodeRegistry) -> int:
 def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
     import os
 
-    from server import ConfigError, ServerConfig, serve
-    from server.config import TOKEN_ENV
+    from latentgraph.server import ConfigError, ServerConfig, serve
+    from latentgraph.server.config import TOKEN_ENV
 
     config = ServerConfig(
         host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV) or None,
@@ -341,7 +334,7 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         config.check()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    from server.backup import DatabaseProblem
+    from latentgraph.server.backup import DatabaseProblem
 
     try:
         serve(config, registry=reg, log_level=args.log_level)
@@ -352,7 +345,7 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
 
 def _server_defaults() -> Any:
     """The server's defaults, for the help text (imported late: `run` does not load the server)."""
-    from server.config import ServerConfig
+    from latentgraph.server.config import ServerConfig
 
     return ServerConfig()
 
@@ -408,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run history (runs.sqlite) and saved workflows (default: ./user)")
     serve.add_argument("--temp-dir", type=Path, metavar="DIR", help="preview images, cleared at start-up (default: ./temp)")
     serve.add_argument("--keep-temp", action="store_true", help="do not clear the temp folder at start-up")
-    serve.add_argument("--web-dir", type=Path, metavar="DIR", help="the editor's built files (default: web/dist)")
+    serve.add_argument("--web-dir", type=Path, metavar="DIR", help="the editor's built files (default: the one shipped in the package, latentgraph/web)")
     serve.add_argument("--cache-size", type=parse_size, default=parse_size("4GiB"), metavar="SIZE",
                        help="bound of the output cache (default 4GiB)")
     serve.add_argument("--max-upload", type=parse_size, default=parse_size("32MiB"), metavar="SIZE",
@@ -456,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from latentgraph.nodes.library import load_registry
+
         return args.handler(args, load_registry())
     except UsageError as exc:
         sys.stderr.write(f"latentgraph: error: {exc}\n")

@@ -1,7 +1,6 @@
-"""Latentgraph's built-in node library. Importing it registers its nodes with `engine.registry`.
+"""Latentgraph's node library (`latentgraph.nodes`) and, in `sd/`, the Stable Diffusion model code.
 
-Torch and the model code are imported when a Stable Diffusion node first runs, not here, so the
-catalog and validation stay fast.
+Importing this package registers nothing and loads no node module, so the model code in
+`latentgraph.nodes.sd` imports without the nodes. `latentgraph.nodes.library` registers the
+built-in nodes and loads plug-ins; the CLI and the server both go through it.
 """
-
-from nodes import conditioning, images, latents, loaders, primitives, sampling  # noqa: F401

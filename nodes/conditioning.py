@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
+from latentgraph.nodes import ports
 
 
 @node("clip_text_encode", category="conditioning", title="Encode prompt")
@@ -23,8 +24,8 @@ class ClipTextEncode(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
-        from nodes.sd.handles import Conditioning, ConditioningEntry
-        from nodes.sd.prompt import encode_prompt
+        from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry
+        from latentgraph.nodes.sd.prompt import encode_prompt
 
         with torch.inference_mode():
             embedding, pooled = encode_prompt(None, self.clip.model, self.text, clip_skip=self.clip_skip)
@@ -46,7 +47,7 @@ class ConditioningCombine(Node):
     def run(self, ctx: RunContext) -> Outputs:
         from dataclasses import replace
 
-        from nodes.sd.handles import Conditioning
+        from latentgraph.nodes.sd.handles import Conditioning
 
         b_entries = tuple(replace(e, strength=e.strength * self.strength_b) for e in self.b.entries)
         return self.Outputs(conditioning=Conditioning(self.a.entries + b_entries))

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from engine.jsonsafe import text_problem
+from latentgraph.engine.jsonsafe import text_problem
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -22,9 +22,6 @@ KIND_ALIASES: dict[str, tuple[str, ...]] = {
     "vae": ("vae", "VAE"),
     "loras": ("loras", "Lora"),
 }
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 class UnsafeName(ValueError):
     """A user-given name that would reach outside its folder, or is not a plain relative path."""
@@ -109,25 +106,51 @@ def list_files(folder: Path, extensions: tuple[str, ...], *, follow_symlinks: bo
     return sorted(names, key=str.lower)
 
 
+def _here(name: str) -> Path:
+    """A folder under the current directory (where `latentgraph` is started), made absolute now."""
+    return Path.cwd() / name
+
+
 @dataclass
 class Folders:
-    """Where models are read from and where images are read and written."""
+    """Where models are read from and where images are read and written.
 
-    models: Path = REPO_ROOT / "models"
+    Defaults are folders under the current directory (`./models`, `./input`, `./output`,
+    `./temp`), never the installed package's. The bundled demo checkpoint is always found too: its
+    folder is searched after the user's model roots."""
+
+    models: Path = field(default_factory=lambda: _here("models"))
     extra_model_roots: list[Path] = field(default_factory=list)
-    inputs: Path = REPO_ROOT / "input"
-    outputs: Path = REPO_ROOT / "output"
-    temp: Path = REPO_ROOT / "temp"  # previews; cleared at start-up by the server
+    inputs: Path = field(default_factory=lambda: _here("input"))
+    outputs: Path = field(default_factory=lambda: _here("output"))
+    temp: Path = field(default_factory=lambda: _here("temp"))  # previews; cleared at start-up by the server
     # Links in the input, output and temp folders that lead outside them are refused unless this is
     # set (--follow-symlinks). Model folders always follow links.
     follow_symlinks: bool = False
 
+    @classmethod
+    def from_options(cls, models: Path | None = None, extra_model_roots: list[Path] | None = None,
+                     inputs: Path | None = None, outputs: Path | None = None, temp: Path | None = None,
+                     follow_symlinks: bool = False) -> "Folders":
+        """Folders from command-line options: each one given replaces its default."""
+        given = {"models": models, "inputs": inputs, "outputs": outputs, "temp": temp}
+        folders = cls(**{k: Path(v).absolute() for k, v in given.items() if v is not None},
+                      extra_model_roots=[Path(p).absolute() for p in extra_model_roots or []],
+                      follow_symlinks=follow_symlinks)
+        return folders
+
     def model_dirs(self, kind: str) -> list[Path]:
-        """Every folder that holds models of `kind`, ours first."""
+        """Every folder that holds models of `kind`, ours first, the bundled demo's last."""
+        from latentgraph.bundled import demo_models_dir
+
         aliases = KIND_ALIASES.get(kind, (kind,))
         dirs = [self.models / aliases[0]]
         for root in self.extra_model_roots:
             dirs.extend(root / alias for alias in aliases if (root / alias).is_dir())
+        if kind == "checkpoints":
+            bundled = demo_models_dir()
+            if bundled.is_dir() and not any(_same_dir(bundled, d) for d in dirs):
+                dirs.append(bundled)
         return dirs
 
     def list_models(self, kind: str) -> list[str]:
@@ -164,24 +187,8 @@ class Folders:
         return list_files(folder, IMAGE_EXTENSIONS, follow_symlinks=self.follow_symlinks)
 
 
-folders = Folders()
-"""The process-wide folders; the CLI and the server configure them at start-up."""
-
-
-def configure(models: Path | None = None, extra_model_roots: list[Path] | None = None,
-              inputs: Path | None = None, outputs: Path | None = None, temp: Path | None = None,
-              follow_symlinks: bool | None = None) -> Folders:
-    """Point the process-wide folders somewhere else (command-line options, tests)."""
-    if follow_symlinks is not None:
-        folders.follow_symlinks = follow_symlinks
-    if models is not None:
-        folders.models = Path(models)
-    if extra_model_roots is not None:
-        folders.extra_model_roots = [Path(p) for p in extra_model_roots]
-    if inputs is not None:
-        folders.inputs = Path(inputs)
-    if outputs is not None:
-        folders.outputs = Path(outputs)
-    if temp is not None:
-        folders.temp = Path(temp)
-    return folders
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.is_dir() and b.is_dir() and os.path.samefile(a, b)
+    except OSError:
+        return False

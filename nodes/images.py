@@ -13,16 +13,18 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
-from nodes.folders import check_within, folders, resolve_inside
-from nodes.sd.limits import require_within
-from nodes.services import services_of
+from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
+from latentgraph.nodes import ports
+from latentgraph.nodes.folders import check_within, resolve_inside
+from latentgraph.nodes.sd.limits import require_within
+from latentgraph.nodes.services import services_of
 
 MAX_IMAGE_PIXELS = 8192 * 8192
 WORKFLOW_PNG_KEY = "workflow"  # PNG text chunk holding the workflow JSON
 
 
-def _input_choices() -> list[str]:
+def _input_choices(services: Any) -> list[str]:
+    folders = services_of(services).folders
     return folders.list_images(folders.inputs)
 
 
@@ -41,10 +43,10 @@ class VaeDecode(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
-        from nodes.sd.interrupt import cancel_points
-        from nodes.sd.limits import require_memory
-        from nodes.sd.memory import decode_memory
-        from nodes.sd.vae import decode_from_latent
+        from latentgraph.nodes.sd.interrupt import cancel_points
+        from latentgraph.nodes.sd.limits import require_memory
+        from latentgraph.nodes.sd.memory import decode_memory
+        from latentgraph.nodes.sd.vae import decode_from_latent
 
         tiled = {"auto": None, "always": True, "never": False}[self.tiling]
         vae, limits = self.vae.model, services_of(ctx).limits
@@ -73,11 +75,11 @@ class VaeEncode(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
-        from nodes.sd.handles import Latent
-        from nodes.sd.interrupt import cancel_points
-        from nodes.sd.limits import require_memory
-        from nodes.sd.memory import encode_memory
-        from nodes.sd.vae import encode_to_latent
+        from latentgraph.nodes.sd.handles import Latent
+        from latentgraph.nodes.sd.interrupt import cancel_points
+        from latentgraph.nodes.sd.limits import require_memory
+        from latentgraph.nodes.sd.memory import encode_memory
+        from latentgraph.nodes.sd.vae import encode_to_latent
 
         image, vae, limits = self.image, self.vae.model, services_of(ctx).limits
         height, width = image.shape[1] // 8 * 8, image.shape[2] // 8 * 8

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Literal
 
-from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
-from nodes.sd.limits import batch_over, pixels_over, require_within
-from nodes.services import services_of
+from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
+from latentgraph.nodes import ports
+from latentgraph.nodes.sd.limits import batch_over, pixels_over, require_within
+from latentgraph.nodes.services import services_of
 
 LATENT_CHANNELS = 4  # SD1.x, SD2.x and SDXL all use 4-channel latents
 DOWNSCALE = 8  # and 8x down-sampling VAEs
@@ -37,7 +38,7 @@ class EmptyLatent(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
-        from nodes.sd.handles import Latent
+        from latentgraph.nodes.sd.handles import Latent
 
         for name, value in (("width", self.width), ("height", self.height)):
             if value % DOWNSCALE:
@@ -70,7 +71,7 @@ class LatentUpscale(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch.nn.functional as F
 
-        from nodes.sd.handles import Latent
+        from latentgraph.nodes.sd.handles import Latent
 
         samples = self.latent.samples
         h, w = samples.shape[-2:]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
-from nodes.folders import folders
-from nodes.services import services_of
+from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
+from latentgraph.nodes import ports
+from latentgraph.nodes.services import services_of
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -15,12 +15,12 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _checkpoint_choices() -> list[str]:
-    return folders.list_models("checkpoints")
+def _checkpoint_choices(services: Any) -> list[str]:
+    return services_of(services).folders.list_models("checkpoints")
 
 
-def _vae_choices() -> list[str]:
-    return folders.list_models("vae")
+def _vae_choices(services: Any) -> list[str]:
+    return services_of(services).folders.list_models("vae")
 
 
 @node("checkpoint_loader", category="loaders", title="Load checkpoint")
@@ -42,9 +42,9 @@ class CheckpointLoader(Node):
         return _file_identity(services_of(services).folders.model_path("checkpoints", literal_inputs["checkpoint"]))
 
     def run(self, ctx: RunContext) -> Outputs:
-        from nodes.sd.checkpoint import load_checkpoint
-        from nodes.sd.handles import DiffusionModel, TextEncoder, Vae
-        from nodes.sd.schedules import scaled_linear_noise_schedule
+        from latentgraph.nodes.sd.checkpoint import load_checkpoint
+        from latentgraph.nodes.sd.handles import DiffusionModel, TextEncoder, Vae
+        from latentgraph.nodes.sd.schedules import scaled_linear_noise_schedule
 
         services = services_of(ctx)
         path = services.folders.model_path("checkpoints", self.checkpoint)
@@ -89,8 +89,8 @@ class VaeLoader(Node):
         return _file_identity(services_of(services).folders.model_path("vae", literal_inputs["vae_name"]))
 
     def run(self, ctx: RunContext) -> Outputs:
-        from nodes.sd.checkpoint import load_vae
-        from nodes.sd.handles import Vae
+        from latentgraph.nodes.sd.checkpoint import load_vae
+        from latentgraph.nodes.sd.handles import Vae
 
         services = services_of(ctx)
         path = services.folders.model_path("vae", self.vae_name)

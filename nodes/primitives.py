@@ -10,7 +10,8 @@ import re
 import string
 from typing import Any, Literal
 
-from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
+from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
+from latentgraph.nodes import ports
 
 MAX_SEED = 2**64 - 1
 MAX_INT_BITS = 4096  # an integer power beyond this would take unbounded time and memory

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Literal
 
-from engine import Input, Node, NodeOutputs, Output, RunContext, node, ports
-from nodes.latents import DOWNSCALE
-from nodes.primitives import MAX_SEED
-from nodes.sd.limits import require_within, steps_over
-from nodes.services import services_of
+from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
+from latentgraph.nodes import ports
+from latentgraph.nodes.latents import DOWNSCALE
+from latentgraph.nodes.primitives import MAX_SEED
+from latentgraph.nodes.sd.limits import require_within, steps_over
+from latentgraph.nodes.services import services_of
 
 SamplerName = Literal["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
                       "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_3m_sde", "ddim", "uni_pc", "lcm"]
@@ -17,7 +18,7 @@ ScheduleName = Literal["normal", "karras", "exponential", "simple", "sgm_uniform
 
 def _step_reporter(ctx: RunContext):
     """Sampler step callback: node progress with a cheap latent preview (also a cancel point)."""
-    from nodes.sd.samplers import latent_preview
+    from latentgraph.nodes.sd.samplers import latent_preview
 
     def on_step(step: int, total: int, denoised: Any) -> None:
         ctx.progress(step, total, preview=latent_preview(denoised))
@@ -34,8 +35,8 @@ def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided
     """Refuse, before the first step, sampling over the run limits: the latent's image size and
     batch, the steps, and the memory estimate (`nodes.sd.memory.sampling_memory`) against what the
     model's device has free."""
-    from nodes.sd.limits import require_memory
-    from nodes.sd.memory import sampling_memory
+    from latentgraph.nodes.sd.limits import require_memory
+    from latentgraph.nodes.sd.memory import sampling_memory
 
     limits = services_of(ctx).limits
     batch, channels, height, width = latent.samples.shape
@@ -73,10 +74,10 @@ class KSampler(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
-        from nodes.sd.handles import Noise, SamplerChoice
-        from nodes.sd.interrupt import cancel_points
-        from nodes.sd.sample import denoise_latents
-        from nodes.sd.schedules import sigmas_for
+        from latentgraph.nodes.sd.handles import Noise, SamplerChoice
+        from latentgraph.nodes.sd.interrupt import cancel_points
+        from latentgraph.nodes.sd.sample import denoise_latents
+        from latentgraph.nodes.sd.schedules import sigmas_for
 
         if self.denoise == 0:
             return self.Outputs(latent=self.latent)
@@ -98,7 +99,7 @@ class NoiseNode(Node):
         noise: Any = Output(port=ports.NOISE, description="the noise source")
 
     def run(self, ctx: RunContext) -> Outputs:
-        from nodes.sd.handles import Noise
+        from latentgraph.nodes.sd.handles import Noise
 
         return self.Outputs(noise=Noise(self.seed))
 
@@ -120,7 +121,7 @@ class Scheduler(Node):
         return _steps_within_limits(inputs, services)
 
     def run(self, ctx: RunContext) -> Outputs:
-        from nodes.sd.schedules import sigmas_for
+        from latentgraph.nodes.sd.schedules import sigmas_for
 
         require_within(services_of(ctx).limits, "the schedule", steps=self.steps)
         return self.Outputs(sigmas=sigmas_for(self.schedule, self.model.schedule, self.steps, self.denoise))
@@ -140,8 +141,8 @@ class SamplerSelect(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import inspect
 
-        from nodes.sd.handles import SamplerChoice
-        from nodes.sd.samplers import SAMPLERS
+        from latentgraph.nodes.sd.handles import SamplerChoice
+        from latentgraph.nodes.sd.samplers import SAMPLERS
 
         accepted = inspect.signature(SAMPLERS[self.sampler]).parameters
         options = {k: v for k, v in (("eta", self.eta), ("s_noise", self.s_noise)) if k in accepted}
@@ -167,8 +168,8 @@ class GuidedSampler(Node):
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
-        from nodes.sd.interrupt import cancel_points
-        from nodes.sd.sample import denoise_latents
+        from latentgraph.nodes.sd.interrupt import cancel_points
+        from latentgraph.nodes.sd.sample import denoise_latents
 
         _check_sampling(ctx, self.model, self.latent, max(0, len(self.sigmas) - 1), guided=self.cfg != 1)
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):

@@ -7,10 +7,9 @@ The CLI and the server build one `Services` and give it to the executor; nodes r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
-from nodes.folders import Folders, folders as default_folders
+from latentgraph.nodes.folders import Folders
 
 
 @dataclass
@@ -28,24 +27,46 @@ class RunLimits:
 
 @dataclass
 class Services:
-    folders: Folders = field(default_factory=lambda: default_folders)
+    folders: Folders = field(default_factory=Folders)
     model_cache_bytes: int = 16 << 30
     device: str | None = None  # None: CUDA when present, else the CPU
     precision: str | None = None  # None: the device's default (fp16 on CUDA, fp32 on the CPU)
     allow_pickle: bool = False  # .ckpt files: refused unless set, then read weights-only
     limits: RunLimits = field(default_factory=RunLimits)
+    _models: Any = field(default=None, init=False, repr=False, compare=False)
+    _placement: Any = field(default=None, init=False, repr=False, compare=False)
 
-    @cached_property
+    @property
     def models(self) -> Any:
-        from nodes.sd.model_cache import ModelCache
+        """The model cache, made when a model is first loaded (it imports torch)."""
+        if self._models is None:
+            from latentgraph.nodes.model_cache import ModelCache
 
-        return ModelCache(self.model_cache_bytes)
+            self._models = ModelCache(self.model_cache_bytes)
+        return self._models
 
-    @cached_property
+    @property
     def placement(self) -> Any:
-        from nodes.sd.device import default_placement
+        """Where models run and in which dtypes, decided when a model is first loaded."""
+        if self._placement is None:
+            from latentgraph.nodes.sd.device import default_placement
 
-        return default_placement(self.device, self.precision)
+            self._placement = default_placement(self.device, self.precision)
+        return self._placement
+
+    def loaded_models(self) -> dict[str, Any] | None:
+        """The model cache's numbers, or None while no model was loaded (nothing is imported)."""
+        models = self._models
+        if models is None:
+            return None
+        return {"entries": len(models), "bytes": models.nbytes, "max_bytes": models.max_bytes, "loads": models.loads}
+
+    def placement_info(self) -> dict[str, str] | None:
+        """The device and U-Net dtype in use, or None while no model was loaded."""
+        placement = self._placement
+        if placement is None:
+            return None
+        return {"device": str(getattr(placement, "device", None)), "dtype": str(getattr(placement, "unet_dtype", None))}
 
 
 _default: Services | None = None

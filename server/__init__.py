@@ -1,13 +1,13 @@
 """Latentgraph's server: the HTTP API, the websocket, the persistent queue and its worker.
 
-    from server import ServerConfig, create_app   # an ASGI app, for uvicorn or tests
-    from server.client import Client              # the Python client
+    from latentgraph.server import ServerConfig, create_app   # an ASGI app, for uvicorn or tests
+    from latentgraph.client import Client              # the Python client
 
 Layers: routes (HTTP) → RunService → RunQueue + RunStore (SQLite) ← Dispatcher → Worker → engine;
 events flow Worker → Dispatcher → EventHub → websockets.
 """
 
-from server.app import create_app, serve
-from server.config import ConfigError, ServerConfig
+from latentgraph.server.app import create_app, serve
+from latentgraph.server.config import ConfigError, ServerConfig
 
 __all__ = ["ConfigError", "ServerConfig", "create_app", "serve"]

@@ -15,13 +15,13 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from engine import NodeRegistry
-from server.config import ServerConfig
-from server.errors import UnexpectedErrors, install_error_handlers
-from server.routes import ALL
-from server.security import SecurityMiddleware
-from server.state import build_state
-from server.worker import Worker
+from latentgraph.engine import NodeRegistry
+from latentgraph.server.config import ServerConfig
+from latentgraph.server.errors import UnexpectedErrors, install_error_handlers
+from latentgraph.server.routes import ALL
+from latentgraph.server.security import SecurityMiddleware
+from latentgraph.server.state import build_state
+from latentgraph.server.worker import Worker
 
 log = logging.getLogger("latentgraph.server")
 
@@ -58,7 +58,7 @@ code{background:#f2f2f2;padding:0 .3em;border-radius:3px}</style></head>
 <code>web/</code> and reload this page.</p>
 <p>Meanwhile: the <a href="docs">API documentation</a>, the <a href="api/nodes">node catalog</a>,
 the <a href="api/queue">queue</a>, <a href="api/runs">recent runs</a>, or the Python client
-(<code>server.client.Client</code>).</p></body></html>
+(<code>latentgraph.client.Client</code>).</p></body></html>
 """
 
 
@@ -70,7 +70,7 @@ def create_app(config: ServerConfig | None = None, *, registry: NodeRegistry | N
     config = config or ServerConfig()
     config.check()
     if registry is None:
-        from latentgraph.cli import load_registry
+        from latentgraph.nodes.library import load_registry
 
         registry = load_registry()
     state = build_state(config, registry, worker)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from server.config import ServerConfig
+    from latentgraph.server.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -522,9 +522,9 @@ def reset_database(database: Path) -> list[Path]:
 
 
 def _command(config: "ServerConfig", flag: str) -> str:
-    from server.config import ServerConfig
+    from latentgraph.server.config import ServerConfig
 
-    user = "" if Path(config.user_dir) == ServerConfig.user_dir else f" --user-dir {config.user_dir}"
+    user = "" if Path(config.user_dir) == ServerConfig().user_dir else f" --user-dir {config.user_dir}"
     return f"latentgraph serve{user} {flag}"
 
 

@@ -15,17 +15,18 @@ import json
 import threading
 from typing import Any, Callable
 
-from engine import NodeRegistry
+from latentgraph.engine import NodeRegistry
 
 
 class CatalogCache:
-    def __init__(self, registry: NodeRegistry) -> None:
+    def __init__(self, registry: NodeRegistry, services: Any = None) -> None:
         self.registry = registry
+        self.services = services  # what choices functions list from (the server's folders)
         self._lock = threading.Lock()
         self._types: tuple[str, ...] = ()
         self._entries: list[dict[str, Any]] = []
         # (entry index, input index, choices function) for every input with dynamic choices
-        self._dynamic: list[tuple[int, int, Callable[[], list[Any]]]] = []
+        self._dynamic: list[tuple[int, int, Callable[[Any], list[Any]]]] = []
         self._choices: tuple[Any, ...] | None = None
         self._body = b"[]"
         self._etag = ""
@@ -39,7 +40,7 @@ class CatalogCache:
             answers: dict[int, list[Any]] = {}
             for _, _, function in self._dynamic:
                 if id(function) not in answers:
-                    answers[id(function)] = _call(function)
+                    answers[id(function)] = _call(function, self.services)
             choices = tuple(_freeze(answers[id(f)]) for _, _, f in self._dynamic)
             if choices != self._choices:
                 entries = copy.copy(self._entries)
@@ -54,13 +55,13 @@ class CatalogCache:
 
     def entry(self, type_name: str) -> dict[str, Any] | None:
         info = self.registry.get(type_name)
-        return info.catalog_entry() if info is not None else None
+        return info.catalog_entry(self.services) if info is not None else None
 
     def _build(self, types: tuple[str, ...]) -> None:
         infos = sorted(self.registry, key=lambda i: (i.category, i.type))
         self._entries, self._dynamic = [], []
         for entry_index, info in enumerate(infos):
-            entry = info.catalog_entry()
+            entry = info.catalog_entry(self.services)
             for input_index, spec in enumerate(info.inputs.values()):
                 if spec.choices_fn is not None:
                     self._dynamic.append((entry_index, input_index, spec.choices_fn))
@@ -69,9 +70,9 @@ class CatalogCache:
         self._choices = None
 
 
-def _call(function: Callable[[], list[Any]]) -> list[Any]:
+def _call(function: Callable[[Any], list[Any]], services: Any) -> list[Any]:
     try:
-        return list(function())
+        return list(function(services))
     except Exception:  # a folder that vanished: no choices rather than no catalog
         return []
 

@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.limits import DEFAULT_MAX_VALUE_BYTES
-from nodes.folders import REPO_ROOT
-from nodes.services import RunLimits
+from latentgraph.engine.limits import DEFAULT_MAX_VALUE_BYTES
+from latentgraph.bundled import editor_dir, workflows_dir
+from latentgraph.nodes.services import RunLimits
 
 DEFAULT_PORT = 8188
 TOKEN_ENV = "LATENTGRAPH_TOKEN"
@@ -33,7 +33,8 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class ServerConfig:
-    """Everything `latentgraph serve` can set. Paths default to folders in the repository."""
+    """Everything `latentgraph serve` can set. The user's folders default to folders under the
+    current directory; the bundled workflows and the editor come with the package."""
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -41,14 +42,14 @@ class ServerConfig:
     allowed_origins: list[str] = field(default_factory=list)  # e.g. the editor's dev server
     allowed_hosts: list[str] = field(default_factory=list)  # extra Host names accepted on loopback
 
-    models_dir: Path | None = None  # None: the process-wide default (./models)
+    models_dir: Path | None = None  # None: ./models (each folder's default is under the current directory)
     extra_model_roots: list[Path] = field(default_factory=list)
     input_dir: Path | None = None
     output_dir: Path | None = None
     temp_dir: Path | None = None
-    user_dir: Path = REPO_ROOT / "user"  # runs.sqlite and saved workflows
-    bundled_workflows_dir: Path = REPO_ROOT / "workflows"
-    web_dir: Path = REPO_ROOT / "web" / "dist"
+    user_dir: Path = field(default_factory=lambda: Path.cwd() / "user")  # runs.sqlite and saved workflows
+    bundled_workflows_dir: Path = field(default_factory=workflows_dir)  # shipped with the package
+    web_dir: Path = field(default_factory=editor_dir)  # the built editor, shipped with the package
 
     device: str | None = None
     precision: str | None = None

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import WorkflowInvalid
-from engine.jsonsafe import json_safe
-from server.backup import is_damage
+from latentgraph.engine import WorkflowInvalid
+from latentgraph.engine.jsonsafe import json_safe
+from latentgraph.server.backup import is_damage
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from server.store import RunStore
+from latentgraph.server.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import threading
 import uuid
 from typing import Any, Callable, Iterable
 
-from server.messages import MAX_PROGRESS_KEPT, RunMessage, dumps
-from server.store import RunStore
+from latentgraph.server.messages import MAX_PROGRESS_KEPT, RunMessage, dumps
+from latentgraph.server.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from engine import Event
-from engine.jsonsafe import json_safe
+from latentgraph.engine import Event
+from latentgraph.engine.jsonsafe import json_safe
 
 TERMINAL_EVENTS = frozenset({"run_finished", "run_cancelled", "run_interrupted"})
 MAX_PROGRESS_KEPT = 10_000  # progress events of one run kept for replay and history (all are sent live)

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from engine import CancelToken
-from server.store import RUNNING, RunRecord, RunStore
+from latentgraph.engine import CancelToken
+from latentgraph.server.store import RUNNING, RunRecord, RunStore
 
 
 @dataclass

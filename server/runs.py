@@ -11,12 +11,12 @@ import uuid
 from dataclasses import replace
 from typing import Any, Iterable
 
-from engine import NodeRegistry, WorkflowInvalid, find_issues
-from server.errors import ApiError
-from server.hub import EventHub
-from server.messages import server_event
-from server.run_queue import RunQueue
-from server.store import CANCELLED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunRecord, RunStore
+from latentgraph.engine import NodeRegistry, WorkflowInvalid, find_issues
+from latentgraph.server.errors import ApiError
+from latentgraph.server.hub import EventHub
+from latentgraph.server.messages import server_event
+from latentgraph.server.run_queue import RunQueue
+from latentgraph.server.store import CANCELLED, FINISHED, INTERRUPTED, QUEUED, RUNNING, RunRecord, RunStore
 
 
 class RunService:

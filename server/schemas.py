@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from server.store import RunRecord
+from latentgraph.server.store import RunRecord
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]

@@ -31,9 +31,9 @@ import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.jsonsafe import find_deep_nesting, find_json_problems, format_path, node_input
-from server.config import ServerConfig, is_loopback
-from server.errors import ApiError
+from latentgraph.engine.jsonsafe import find_deep_nesting, find_json_problems, format_path, node_input
+from latentgraph.server.config import ServerConfig, is_loopback
+from latentgraph.server.errors import ApiError
 
 TOKEN_COOKIE = "latentgraph_token"
 UPLOAD_PATHS = ("/api/images",)

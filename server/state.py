@@ -10,22 +10,22 @@ from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
-from engine import EventBus, ExecutionLimits, Executor, NodeRegistry, OutputCache
-from nodes.folders import IMAGE_EXTENSIONS, Folders, configure
-from nodes.services import RunLimits, Services
-from server.backup import BackupScheduler, damaged_message, is_damage, prepare_database
-from server.bounds import StoredBounds
-from server.catalog import CatalogCache
-from server.config import ServerConfig
-from server.event_log import EventWriter
-from server.hub import EventHub
-from server.run_queue import RunQueue
-from server.runs import RunService
-from server.schemas import queue_state
-from server.store import RunStore
-from server.thumbnails import Thumbnails
-from server.worker import Dispatcher, LocalWorker, Worker
-from server.workflow_library import WorkflowLibrary
+from latentgraph.engine import EventBus, ExecutionLimits, Executor, NodeRegistry, OutputCache
+from latentgraph.nodes.folders import IMAGE_EXTENSIONS, Folders
+from latentgraph.nodes.services import RunLimits, Services
+from latentgraph.server.backup import BackupScheduler, damaged_message, is_damage, prepare_database
+from latentgraph.server.bounds import StoredBounds
+from latentgraph.server.catalog import CatalogCache
+from latentgraph.server.config import ServerConfig
+from latentgraph.server.event_log import EventWriter
+from latentgraph.server.hub import EventHub
+from latentgraph.server.run_queue import RunQueue
+from latentgraph.server.runs import RunService
+from latentgraph.server.schemas import queue_state
+from latentgraph.server.store import RunStore
+from latentgraph.server.thumbnails import Thumbnails
+from latentgraph.server.worker import Dispatcher, LocalWorker, Worker
+from latentgraph.server.workflow_library import WorkflowLibrary
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ class ServerState:
 def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | None = None) -> ServerState:
     from latentgraph import __version__
 
-    folders = configure(models=config.models_dir, extra_model_roots=list(config.extra_model_roots),
-                        inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir,
-                        follow_symlinks=config.follow_symlinks)
+    folders = Folders.from_options(models=config.models_dir, extra_model_roots=list(config.extra_model_roots),
+                                   inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir,
+                                   follow_symlinks=config.follow_symlinks)
     limits = RunLimits(max_pixels=config.max_pixels, max_batch=config.max_batch, max_steps=config.max_steps,
                        memory_fraction=config.memory_fraction, min_free_disk=config.min_free_disk)
     services = Services(folders=folders, device=config.device, precision=config.precision,
@@ -109,7 +109,7 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
                             after_run=retention.maybe_prune)
     return ServerState(
         config=config, registry=registry, folders=folders, executor=executor, store=store, queue=queue, hub=hub,
-        runs=runs, dispatcher=dispatcher, retention=retention, backups=backups, catalog=CatalogCache(registry),
+        runs=runs, dispatcher=dispatcher, retention=retention, backups=backups, catalog=CatalogCache(registry, services),
         workflows=WorkflowLibrary(config.bundled_workflows_dir, config.workflows_dir),
         thumbnails=Thumbnails(config.thumbnails_dir, max_pixels=config.max_image_pixels), version=__version__)
 

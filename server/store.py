@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.jsonsafe import json_safe, scrub_text
-from server.backup import WatchedConnection
+from latentgraph.engine.jsonsafe import json_safe, scrub_text
+from latentgraph.server.backup import WatchedConnection
 
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"

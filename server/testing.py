@@ -15,9 +15,9 @@ from typing import Any
 
 import uvicorn
 
-from engine import NodeRegistry
-from server.app import create_app, uvicorn_config
-from server.config import ServerConfig
+from latentgraph.engine import NodeRegistry
+from latentgraph.server.app import create_app, uvicorn_config
+from latentgraph.server.config import ServerConfig
 
 
 class ServerThread:

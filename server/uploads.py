@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.errors import ApiError
+from latentgraph.server.errors import ApiError
 
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}  # what load_image reads
 MASK_FOLDER = "masks"

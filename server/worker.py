@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from engine import CancelToken, Event, Executor, find_issues
-from server.bounds import StoredBounds
-from server.event_log import EventWriter
-from server.hub import EventHub
-from server.messages import MAX_PROGRESS_KEPT, RunMessage, run_message, server_event
-from server.run_queue import ActiveRun, RunQueue
-from server.store import CANCELLED, FAILED, INTERRUPTED, RunRecord, RunStore
+from latentgraph.engine import CancelToken, Event, Executor, find_issues
+from latentgraph.server.bounds import StoredBounds
+from latentgraph.server.event_log import EventWriter
+from latentgraph.server.hub import EventHub
+from latentgraph.server.messages import MAX_PROGRESS_KEPT, RunMessage, run_message, server_event
+from latentgraph.server.run_queue import ActiveRun, RunQueue
+from latentgraph.server.store import CANCELLED, FAILED, INTERRUPTED, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.jsonsafe import json_safe, scrub_text
-from engine.workflow import WorkflowFormatError, parse_workflow
-from nodes.folders import UnsafeName, resolve_inside
+from latentgraph.engine.jsonsafe import json_safe, scrub_text
+from latentgraph.engine.workflow import WorkflowFormatError, parse_workflow
+from latentgraph.nodes.folders import UnsafeName, resolve_inside
 
 _NAME = re.compile(r"^[\w][\w .,()+@-]*$")
 MAX_NAME_LENGTH = 200

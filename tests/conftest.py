@@ -21,7 +21,7 @@ def tiny_sd15_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd15(tiny_sd15_checkpoint: Path):
     """The tiny checkpoint loaded on CPU (a LoadedCheckpoint). Shared: do not modify its modules."""
-    from nodes.sd.checkpoint import load_checkpoint
+    from latentgraph.nodes.sd.checkpoint import load_checkpoint
 
     return load_checkpoint(tiny_sd15_checkpoint)
 
@@ -31,27 +31,24 @@ DEMO_NAME = "latentgraph-demo.safetensors"  # the checkpoint name the shipped wo
 
 @pytest.fixture
 def sd_folders(tmp_path: Path, tiny_sd15_checkpoint: Path, monkeypatch: pytest.MonkeyPatch):
-    """The process-wide folders pointed at a temporary tree whose checkpoints folder holds the tiny
-    checkpoint under the shipped workflows' checkpoint name."""
+    """Folders over a temporary tree whose checkpoints folder holds the tiny checkpoint under the
+    shipped workflows' checkpoint name (it comes before the bundled demo model of that name)."""
     import os
 
-    from nodes.folders import folders
+    from latentgraph.nodes.folders import Folders
 
     models = tmp_path / "models"
     (models / "checkpoints").mkdir(parents=True)
     os.link(tiny_sd15_checkpoint, models / "checkpoints" / DEMO_NAME)
-    for name, path in (("models", models), ("inputs", tmp_path / "input"), ("outputs", tmp_path / "output"),
-                       ("temp", tmp_path / "temp"), ("extra_model_roots", [])):
-        monkeypatch.setattr(folders, name, path)
     (tmp_path / "input").mkdir()
-    return folders
+    return Folders(models=models, inputs=tmp_path / "input", outputs=tmp_path / "output", temp=tmp_path / "temp")
 
 
 @pytest.fixture
 def sd_executor(sd_folders):
     """An executor over the real node library, with the tiny checkpoint installed (see sd_folders)."""
-    import nodes  # noqa: F401
-    from engine import EventBus, Executor, OutputCache, registry
-    from nodes.services import Services
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
+    from latentgraph.nodes.services import Services
 
     return Executor(registry, OutputCache(1 << 30), services=Services(folders=sd_folders), events=EventBus())

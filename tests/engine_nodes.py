@@ -8,7 +8,10 @@ import time
 from collections import Counter
 from typing import Any, Literal, Optional
 
-from engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, link, ports
+from latentgraph.engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, link, ports
+
+MODEL = ports.register_port_type("MODEL")  # the engine knows only primitives: a test library's own kinds
+LATENT = ports.register_port_type("LATENT")
 
 registry = NodeRegistry()
 node = registry.node
@@ -206,7 +209,7 @@ class MakeModel(Node):
     name: str = Input("m")
 
     class Outputs(NodeOutputs):
-        model: Any = Output(port=ports.MODEL)
+        model: Any = Output(port=MODEL)
 
     def run(self, ctx: RunContext) -> Outputs:
         _record(ctx)
@@ -218,7 +221,7 @@ class MakeLatent(Node):
     width: int = Input(8, ge=1)
 
     class Outputs(NodeOutputs):
-        latent: Any = Output(port=ports.LATENT)
+        latent: Any = Output(port=LATENT)
 
     def run(self, ctx: RunContext) -> Outputs:
         _record(ctx)
@@ -229,11 +232,11 @@ class MakeLatent(Node):
 class UseModel(Node):
     """Takes a MODEL (link only) and a LATENT (link only)."""
 
-    model: Any = Input(port=ports.MODEL)
-    latent: Any = Input(port=ports.LATENT)
+    model: Any = Input(port=MODEL)
+    latent: Any = Input(port=LATENT)
 
     class Outputs(NodeOutputs):
-        latent: Any = Output(port=ports.LATENT)
+        latent: Any = Output(port=LATENT)
 
     def run(self, ctx: RunContext) -> Outputs:
         _record(ctx)

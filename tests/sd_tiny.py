@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nodes.sd.checkpoint import save_checkpoint
-from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
-from nodes.sd.unet import UNetConfig, UNetModel
-from nodes.sd.vae import AutoencoderKL, VAEConfig
+from latentgraph.nodes.sd.checkpoint import save_checkpoint
+from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
+from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
+from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
 
 # Widths are multiples of 32 because every GroupNorm has 32 groups.
 TINY_UNET = UNetConfig(

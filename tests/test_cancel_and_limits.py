@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine import CancelToken, find_issues, link
-from engine.errors import Cancelled
-from nodes.sd import chunked, memory
-from nodes.sd.interrupt import cancel_point, cancel_points
-from nodes.sd.limits import OverLimit, require_memory
-from nodes.sd.unet import UNetConfig, UNetModel
-from nodes.sd.vae import AutoencoderKL, VAEConfig, decode_tiled
-from nodes.services import RunLimits, Services
+from latentgraph.engine import CancelToken, find_issues, link
+from latentgraph.engine.errors import Cancelled
+from latentgraph.nodes.sd import chunked, memory
+from latentgraph.nodes.sd.interrupt import cancel_point, cancel_points
+from latentgraph.nodes.sd.limits import OverLimit, require_memory
+from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
+from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig, decode_tiled
+from latentgraph.nodes.services import RunLimits, Services
 from sd_tiny import TINY_UNET, TINY_VAE, randomize_
 from test_server_support import open_ws, receive_until, start_server, submit  # noqa: F401  (start_server: a fixture)
 
@@ -67,8 +67,8 @@ def tiny_unet_inputs(size: int = 16, batch: int = 2) -> tuple[torch.Tensor, torc
 def limited_executor(sd_folders, **limits):
     """An executor over the real nodes with the tiny checkpoint (see sd_folders), on the CPU, with
     these run limits (the others at their defaults)."""
-    import nodes  # noqa: F401
-    from engine import EventBus, Executor, OutputCache, registry
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
 
     services = Services(folders=sd_folders, device="cpu", limits=RunLimits(**limits))
     return Executor(registry, OutputCache(1 << 30), services=services, events=EventBus())
@@ -211,7 +211,8 @@ def test_a_cancel_inside_one_large_sampler_step_ends_the_run_within_seconds(sd_f
     runner = threading.Thread(target=lambda: outcome.update(result=sd_executor.run(big_txt2img(2048), cancel=token)))
     runner.start()
     assert sampler_started.wait(60), seen
-    time.sleep(0.7)  # let the first step get going (not a synchronisation: any moment works)
+    # Cancelled at once: the first sampler step (minutes long at this size) has begun or is about to,
+    # and its first progress event would only come at its end.
     cancelled_at = time.perf_counter()
     token.cancel()
     runner.join(CANCEL_DEADLINE)
@@ -240,7 +241,8 @@ def test_a_cancel_over_the_server_stops_a_large_demo_model_step_within_seconds(d
         run_id = submit(api, big_txt2img(2048), client_id="watcher")["id"]
         receive_until(socket, lambda m: m.get("run_id") == run_id and m["type"] == "node_started"
                       and m["data"]["node"] == "sampler", timeout=60)
-        time.sleep(0.7)  # let the first step get going (not a synchronisation: any moment works)
+        # Cancelled at once: the first sampler step (minutes long at this size) has begun or is about to,
+    # and its first progress event would only come at its end.
         cancelled_at = time.perf_counter()
         assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200
         after = receive_until(socket, lambda m: m.get("run_id") == run_id and m["type"] in
@@ -254,8 +256,8 @@ def test_a_cancel_over_the_server_stops_a_large_demo_model_step_within_seconds(d
 # --- limits at validation -------------------------------------------------------------------------
 
 def issues_of(document: dict, limits: RunLimits, folders) -> list:
-    import nodes  # noqa: F401
-    from engine import registry
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import registry
 
     _, issues = find_issues(document, registry, services=Services(folders=folders, limits=limits))
     return issues

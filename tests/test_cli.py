@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import registry, workflow_json_schema
+from latentgraph.engine import registry, workflow_json_schema
 from latentgraph.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ Dataset tests always run. Model tests use the shipped checkpoint
 models/checkpoints/latentgraph-demo.safetensors (skipped, saying so, where it is absent) and
 generate every image the way a user does: workflows/txt2img.json through the engine's Executor
 (tokenizer -> CLIP -> sampler with classifier-free guidance -> VAE decode -> PNG), then read the
-PNG back with nodes.sd.demo.measure. They check meaning, not pixels: the colours and the place
+PNG back with latentgraph.training.measure. They check meaning, not pixels: the colours and the place
 the prompt asks for, for several samplers, schedules and seeds, so a broken sampler, schedule,
 guidance or text path makes them fail.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nodes.sd.demo.dataset import (
+from latentgraph.training.dataset import (
     COLOURS,
     NEUTRAL,
     POSITIONS,
@@ -28,14 +28,14 @@ from nodes.sd.demo.dataset import (
     render,
     spec_for,
 )
-from nodes.sd.demo.measure import colour_error, read_image, saturated_colour
+from latentgraph.training.measure import colour_error, read_image, saturated_colour
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "checkpoints" / "latentgraph-demo.safetensors"
 needs_checkpoint = pytest.mark.skipif(
     not CHECKPOINT.is_file(),
     reason=f"the demo checkpoint {CHECKPOINT.relative_to(ROOT)} is absent; "
-    "train it with `python -m nodes.sd.demo.train` (about 40 minutes on 2 CPU cores)",
+    "train it with `python -m latentgraph.training.train` (about 40 minutes on 2 CPU cores)",
 )
 
 
@@ -127,8 +127,8 @@ def test_vae_collages_hold_several_shapes_on_one_background():
 def test_the_demo_checkpoint_is_a_small_sd1_checkpoint_with_its_own_vae_scale():
     from safetensors import safe_open
 
-    from nodes.sd.checkpoint import load_checkpoint
-    from nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+    from latentgraph.nodes.sd.checkpoint import load_checkpoint
+    from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY
 
     assert CHECKPOINT.stat().st_size < 30e6
     with safe_open(str(CHECKPOINT), framework="pt") as handle:
@@ -150,7 +150,7 @@ def demo(tmp_path_factory):
         pytest.skip(needs_checkpoint.kwargs["reason"])
     import torch
 
-    from nodes.sd.demo.evaluate import GraphGenerator, demo_folders
+    from latentgraph.training.evaluate import GraphGenerator, demo_folders
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     with demo_folders(CHECKPOINT, tmp_path_factory.mktemp("demo")) as folders:
@@ -197,7 +197,7 @@ def test_a_red_circle_is_red_and_a_blue_square_on_yellow_has_a_yellow_border_and
         image = demo.generate("a large blue square on a yellow background, center", seed=seed).astype(float)
         border = np.concatenate([image[:3].reshape(-1, 3), image[-3:].reshape(-1, 3),
                                  image[:, :3].reshape(-1, 3), image[:, -3:].reshape(-1, 3)])
-        from nodes.sd.demo.measure import nearest_colour
+        from latentgraph.training.measure import nearest_colour
 
         assert nearest_colour(np.median(border, axis=0)) == "yellow"
         assert nearest_colour(np.median(image[26:38, 26:38].reshape(-1, 3), axis=0)) == "blue"
@@ -233,7 +233,7 @@ def test_guidance_makes_the_colours_match_the_prompt_more_closely(demo):
     measured colour and the palette colour asked for. (At this model's default, cfg 2, every
     colour is right; without guidance colours come out washed out or wrong. Over 100 random
     prompts the README reports 11.1 against 15.6.)"""
-    from nodes.sd.demo.evaluate import load_workflow
+    from latentgraph.training.evaluate import load_workflow
 
     default_cfg = load_workflow()["nodes"]["sampler"]["inputs"]["cfg"]
     assert default_cfg > 1.0
@@ -258,7 +258,7 @@ def test_guidance_makes_the_colours_match_the_prompt_more_closely(demo):
 def _tiny_training(**changes):
     from dataclasses import replace
 
-    from nodes.sd.demo.train import TrainSettings
+    from latentgraph.training.train import TrainSettings
 
     return replace(TrainSettings(), vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=4, text_pretrain_steps=3,
                    text_pretrain_batch=8, warmup_steps=2, scale_images=16, threads=1, **changes)
@@ -283,9 +283,9 @@ def test_training_writes_a_loadable_sd1_checkpoint_and_is_deterministic(tmp_path
 
     from safetensors import safe_open
 
-    from nodes.sd.checkpoint import load_checkpoint
-    from nodes.sd.demo.train import train
-    from nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+    from latentgraph.nodes.sd.checkpoint import load_checkpoint
+    from latentgraph.training.train import train
+    from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY
 
     threads = torch.get_num_threads()
     progress = io.StringIO()
@@ -319,7 +319,7 @@ def test_a_frozen_text_encoder_is_trained_only_before_the_unet(tmp_path):
 
     import torch
 
-    from nodes.sd.demo import train as training
+    from latentgraph.training import train as training
 
     settings = _tiny_training(train_text_with_unet=False)
     seen = {}
@@ -337,7 +337,7 @@ def test_a_frozen_text_encoder_is_trained_only_before_the_unet(tmp_path):
 def test_sweep_variants_are_checked_before_anything_trains():
     import argparse
 
-    from nodes.sd.demo.sweep import parse_variant
+    from latentgraph.training.sweep import parse_variant
 
     assert parse_variant('frozen={"train_text_with_unet": false}') == ("frozen", {"train_text_with_unet": False})
     for text, message in (("frozen", "expected NAME=JSON"), ("x=[1]", "expected a JSON object"),
@@ -352,9 +352,9 @@ def test_the_sweeps_batched_scoring_agrees_with_the_graph():
     read what the graph's evaluation reads (every colour, background and position right)."""
     import torch
 
-    from nodes.sd.checkpoint import load_checkpoint
-    from nodes.sd.demo.evaluate import evaluation_prompts
-    from nodes.sd.demo.sweep import batch_scores
+    from latentgraph.nodes.sd.checkpoint import load_checkpoint
+    from latentgraph.training.evaluate import evaluation_prompts
+    from latentgraph.training.sweep import batch_scores
 
     loaded = load_checkpoint(CHECKPOINT)
     torch.set_num_threads(min(2, torch.get_num_threads()))

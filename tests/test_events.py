@@ -6,8 +6,8 @@ import logging
 import pytest
 
 import engine_nodes
-from engine import CancelToken, Event, EventBus, Executor, OutputCache, RunContext
-from engine.events import EVENT_TYPES
+from latentgraph.engine import CancelToken, Event, EventBus, Executor, OutputCache, RunContext
+from latentgraph.engine.events import EVENT_TYPES
 from engine_nodes import L, n, wf
 
 REG = engine_nodes.registry
@@ -154,7 +154,7 @@ def test_a_subscriber_that_raises_does_not_break_the_run(caplog):
         raise RuntimeError("subscriber bug")
 
     executor.events.subscribe(broken)
-    with caplog.at_level(logging.ERROR, logger="engine.events"):
+    with caplog.at_level(logging.ERROR, logger="latentgraph.engine.events"):
         result, events = run_recording(executor, chain())
     assert result.status == "succeeded"
     assert result.results == {"s": {"value": 2}}

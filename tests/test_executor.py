@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import engine_nodes
-from engine import (CancelToken, Executor, Input, Node, NodeOutputs, NodeRegistry, Output, OutputCache, RunContext,
+from latentgraph.engine import (CancelToken, Executor, Input, Node, NodeOutputs, NodeRegistry, Output, OutputCache, RunContext,
                     register_sizer, sizeof)
-from engine.errors import NodeFailure
+from latentgraph.engine.errors import NodeFailure
 from engine_nodes import CALLS, EXECUTED, SLOW_STEPS, L, n, wf
 
 REG = engine_nodes.registry
@@ -508,29 +508,33 @@ def test_a_cancel_from_another_thread_stops_the_running_node_within_one_step(exe
     executor.run(wf(a=n("constant", value=1), s=n("sink", value=L("a", "value"))))  # caches a
     token = CancelToken()
     steps_at_cancel = []
+    going = threading.Event()  # set once the node has made a few steps (waited on, not slept on)
+    executor.events.subscribe(lambda e: going.set() if e.type == "node_progress" and e.data["step"] >= 3 else None)
 
     def cancel():
+        going.wait(30)
         steps_at_cancel.append(len(SLOW_STEPS))
         token.cancel()
 
-    timer = threading.Timer(0.05, cancel)
+    canceller = threading.Thread(target=cancel)
     events.clear()
     engine_nodes.reset()
     started = time.perf_counter()
-    timer.start()
+    canceller.start()
     try:
         result = executor.run(SLOW, cancel=token)
     finally:
-        timer.cancel()
-    assert time.perf_counter() - started < 2.0
+        going.set()
+        canceller.join()
+    assert time.perf_counter() - started < 30  # 2000 steps of 2 ms would take 4 s and more
     assert result.status == "cancelled" and not result.ok
     assert len(SLOW_STEPS) - steps_at_cancel[0] <= 1
-    assert 0 < len(SLOW_STEPS) < 2000
+    assert 3 <= len(SLOW_STEPS) < 2000
     assert "after" not in CALLS and "s" not in CALLS
     assert result.executed == [] and result.cached == ["a"]
     assert events[-1].type == "run_cancelled"
     assert events[-1].data["node"] == "slow"
-    assert events[-1].data["seconds"] >= 0.05
+    assert events[-1].data["seconds"] >= 0.006  # three steps of 2 ms at least
     assert not any(e.type in ("run_finished", "node_finished") and e.data.get("node") == "slow" for e in events)
     assert "slow" not in [e.data.get("node") for e in events if e.type == "node_failed"]
 
@@ -560,12 +564,12 @@ def test_what_was_cached_before_a_cancel_stays_cached(executor):
     assert again.executed == [] and again.cached == ["s"]
 
     # and what finished before the cancel in the cancelled run is cached too
-    timer = threading.Timer(0.05, (token := CancelToken()).cancel)
-    timer.start()
+    token = CancelToken()
+    unsubscribe = executor.events.subscribe(lambda e: token.cancel() if e.type == "node_progress" else None)
     try:
         executor.run(SLOW, cancel=token)
     finally:
-        timer.cancel()
+        unsubscribe()
     engine_nodes.reset()
     quick = executor.run(wf(a=n("constant", value=1), slow=n("slow", value=L("a", "value"), steps=2000, delay=0.002),
                             s=n("sink", value=L("a", "value"))), outputs=["a"])
@@ -593,11 +597,10 @@ def test_results_downstream_of_an_uncacheable_node_are_never_stored(executor):
 
 def test_a_node_that_catches_exception_cannot_swallow_a_cancel(executor):
     token = CancelToken()
-    timer = threading.Timer(0.05, token.cancel)
-    timer.start()
+    unsubscribe = executor.events.subscribe(lambda e: token.cancel() if e.type == "node_progress" else None)
     try:
         result = executor.run(wf(w=n("swallow"), s=n("sink", value=L("w", "value"))), cancel=token)
     finally:
-        timer.cancel()
+        unsubscribe()
     assert result.status == "cancelled"
     assert 0 < len(SLOW_STEPS) < 2000

@@ -8,11 +8,14 @@ from typing import Any, Literal, Optional
 
 import pytest
 
-from engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, ports
+from latentgraph.engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, ports
+
+MODEL = ports.register_port_type("MODEL")  # the engine knows only primitives: a test library's own kinds
+LATENT = ports.register_port_type("LATENT")
 
 # `engine.registry` is the process-wide NodeRegistry (engine/__init__ re-exports it under the
 # submodule's name), so the module itself is taken from sys.modules.
-registry_module = importlib.import_module("engine.registry")
+registry_module = importlib.import_module("latentgraph.engine.registry")
 
 
 class Everything(Node):
@@ -33,12 +36,12 @@ class Everything(Node):
     strength: float = Input(0.5, gt=0.0, lt=1.0)
     name: str = Input("x", min_length=1, max_length=8)
     maybe: Optional[int] = Input(None)
-    model: Any = Input(port=ports.MODEL, description="the model")
+    model: Any = Input(port=MODEL, description="the model")
     anything: Any = Input(None, port=ports.ANY)
 
     class Outputs(NodeOutputs):
         count: int = Output(description="the count")
-        latent: Any = Output(port=ports.LATENT)
+        latent: Any = Output(port=LATENT)
 
     def run(self, ctx: RunContext) -> Outputs:  # pragma: no cover - never run
         raise AssertionError
@@ -303,7 +306,7 @@ def test_entry_points_load_modules_and_registry_functions_and_skip_a_broken_one(
         ]
 
     monkeypatch.setattr(registry_module, "entry_points", fake_entry_points)
-    with caplog.at_level(logging.WARNING, logger="engine.registry"):
+    with caplog.at_level(logging.WARNING, logger="latentgraph.engine.registry"):
         loaded = reg.load_entry_points()
 
     assert asked == ["latentgraph.nodes"]
@@ -319,6 +322,6 @@ def test_a_registry_function_that_raises_is_skipped_too(monkeypatch, caplog):
 
     monkeypatch.setattr(registry_module, "entry_points",
                         lambda group: [FakeEntryPoint("exploding", "pkg:explode", explode)])
-    with caplog.at_level(logging.WARNING, logger="engine.registry"):
+    with caplog.at_level(logging.WARNING, logger="latentgraph.engine.registry"):
         assert NodeRegistry().load_entry_points(group="custom.group") == []
     assert "node library 'exploding' (pkg:explode) failed to load: bad plug-in" in caplog.text

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import nodes  # noqa: F401  (registers the built-in library with engine.registry)
-from engine import CancelToken, Executor, OutputCache, RunContext, find_issues, registry, validate_workflow
+import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+from latentgraph.engine import CancelToken, Executor, OutputCache, RunContext, find_issues, registry, validate_workflow
 from engine_nodes import L, n, wf
-from nodes.primitives import MAX_SEED, ShowValue
+from latentgraph.nodes.primitives import MAX_SEED, ShowValue
 
 ROOT = Path(__file__).resolve().parent.parent
 PRIMITIVES = ["boolean_constant", "float_constant", "float_math", "int_constant", "int_math", "seed",

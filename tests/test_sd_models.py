@@ -23,14 +23,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from nodes.sd import checkpoint as checkpoint_module
-from nodes.sd.checkpoint import CheckpointError, UnsupportedCheckpoint, load_checkpoint, load_vae, save_checkpoint
-from nodes.sd.families import SCALING_FACTOR_METADATA_KEY, UNET_PREFIX, VAE_PREFIX, detect_family
-from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
-from nodes.sd.text_encoder import file_key as clip_file_key
-from nodes.sd.unet import UNetConfig, UNetModel
-from nodes.sd.vae import AutoencoderKL, VAEConfig, decode_from_latent, decode_tiled, encode_to_latent
-from nodes.sd.families import ldm_original_config
+from latentgraph.nodes.sd import checkpoint as checkpoint_module
+from latentgraph.nodes.sd.checkpoint import CheckpointError, UnsupportedCheckpoint, load_checkpoint, load_vae, save_checkpoint
+from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY, UNET_PREFIX, VAE_PREFIX, detect_family
+from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
+from latentgraph.nodes.sd.text_encoder import file_key as clip_file_key
+from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
+from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig, decode_from_latent, decode_tiled, encode_to_latent
+from latentgraph.nodes.sd.families import ldm_original_config
 from sd_tiny import TINY_TEXT_ENCODER, TINY_UNET, TINY_VAE, randomize_, write_tiny_checkpoint
 
 with warnings.catch_warnings():
@@ -337,7 +337,7 @@ def test_tiled_decode_of_the_sd_vae_stays_close_to_a_full_decode(tiny_sd15):
 
 
 def test_decode_from_latent_switches_to_tiles_above_the_size_limit(tiny_sd15, monkeypatch):
-    from nodes.sd import vae as vae_module
+    from latentgraph.nodes.sd import vae as vae_module
 
     latent = torch.randn(1, 4, 16, 16) * 0.18215
     monkeypatch.setattr(vae_module, "MAX_UNTILED_LATENT_PIXELS", 15 * 15)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import CancelToken, WorkflowInvalid
+from latentgraph.engine import CancelToken, WorkflowInvalid
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # pixels: an 8x8 latent, enough for the tiny U-Net's two levels
@@ -179,7 +179,7 @@ def test_a_missing_checkpoint_is_a_validation_error_listing_what_is_there(sd_exe
 
 @pytest.mark.parametrize("name", ["../secrets.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
 def test_checkpoint_names_cannot_leave_the_models_folder(sd_folders, name):
-    from nodes.folders import UnsafeName
+    from latentgraph.nodes.folders import UnsafeName
 
     with pytest.raises(UnsafeName):
         sd_folders.model_path("checkpoints", name)
@@ -235,7 +235,7 @@ def test_cli_seed_sweep_reloads_nothing_and_reencodes_no_prompt_after_the_first_
 
 
 def test_loaded_models_are_not_counted_twice_in_the_output_cache(sd_executor):
-    from engine.cache import sizeof
+    from latentgraph.engine.cache import sizeof
 
     result = sd_executor.run(txt2img(), outputs=["checkpoint"])
     outputs = result.values["checkpoint"]

@@ -53,9 +53,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nodes.sd.samplers import default_noise_sampler, initial_noise
-from nodes.sd.schedules import sigmas_for
-from nodes.sd.tokenizer import get_tokenizer
+from latentgraph.nodes.sd.samplers import default_noise_sampler, initial_noise
+from latentgraph.nodes.sd.schedules import sigmas_for
+from latentgraph.nodes.sd.tokenizer import get_tokenizer
 from sd_tiny import TINY_UNET
 from test_sd_models import original_config
 

@@ -33,8 +33,8 @@ from diffusers.schedulers.scheduling_lcm import LCMScheduler
 from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 from PIL import Image
 
-from nodes.sd.denoiser import CFGDenoiser, Denoiser
-from nodes.sd.samplers import (
+from latentgraph.nodes.sd.denoiser import CFGDenoiser, Denoiser
+from latentgraph.nodes.sd.samplers import (
     SAMPLERS,
     default_noise_sampler,
     initial_noise,
@@ -52,7 +52,7 @@ from nodes.sd.samplers import (
     sample_lms,
     sample_uni_pc,
 )
-from nodes.sd.schedules import (
+from latentgraph.nodes.sd.schedules import (
     SCHEDULES,
     NoiseSchedule,
     beta_cdf,

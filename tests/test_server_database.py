@@ -23,10 +23,10 @@ import pytest
 import uvicorn
 
 from latentgraph.cli import main
-from server.backup import (BackupFailed, BackupScheduler, DatabaseDamaged, RestoreFailed, check_database, count_runs,
+from latentgraph.server.backup import (BackupFailed, DatabaseDamaged, RestoreFailed, check_database, count_runs,
                            list_backups, restore_backup, take_backup)
-from server.config import ConfigError
-from server.store import SUCCEEDED, RunRecord, RunStore
+from latentgraph.server.config import ConfigError
+from latentgraph.server.store import SUCCEEDED, RunRecord, RunStore
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import DEADLINE, ROOT, server_config, show, submit, wait_for, wait_run
 
@@ -156,7 +156,7 @@ def test_a_backup_is_skipped_with_a_warning_when_the_disk_is_nearly_full(tmp_pat
     RunStore(database(tmp_path)).close()
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - (1 << 20), 1 << 20))
-    with caplog.at_level(logging.WARNING, logger="server.backup"):
+    with caplog.at_level(logging.WARNING, logger="latentgraph.server.backup"):
         assert take_backup(database(tmp_path), tmp_path / "user" / "backups", keep=5) is None
     assert backups(tmp_path) == []
     assert "skipping the backup" in caplog.text and "MiB free" in caplog.text
@@ -247,7 +247,7 @@ def test_restore_backup_on_a_sound_database_rolls_back_and_keeps_the_current_fil
     server = start_server(backups=0)
     add_runs(server, 5, start=10)  # after the backup
     server.stop()
-    with caplog.at_level(logging.WARNING, logger="server.backup"):
+    with caplog.at_level(logging.WARNING, logger="latentgraph.server.backup"):
         server = start_server(restore_backup=True)
     assert "restored the run database" in caplog.text and "(10 runs)" in caplog.text
     with client(server) as api:
@@ -270,10 +270,6 @@ def test_restore_and_reset_exclude_each_other():
 @pytest.fixture
 def serve_argv(tmp_path, monkeypatch):
     """`latentgraph serve` over tmp_path, where uvicorn returns at once instead of serving."""
-    from nodes.folders import folders
-
-    for name in ("models", "extra_model_roots", "inputs", "outputs", "temp"):  # serve repoints them
-        monkeypatch.setattr(folders, name, getattr(folders, name))
     served = []
 
     class Server:  # server.app's uvicorn.Server only: test servers (ServerThread) still serve
@@ -283,7 +279,7 @@ def serve_argv(tmp_path, monkeypatch):
         def run(self) -> None:
             served.append(self.config.app)
 
-    monkeypatch.setattr("server.app.uvicorn", SimpleNamespace(Server=Server, Config=uvicorn.Config))
+    monkeypatch.setattr("latentgraph.server.app.uvicorn", SimpleNamespace(Server=Server, Config=uvicorn.Config))
     argv = ["serve", "--port", "0", "--user-dir", str(tmp_path / "user"), "--models-dir", str(tmp_path / "models"),
             "--input-dir", str(tmp_path / "input"), "--output-dir", str(tmp_path / "output"),
             "--temp-dir", str(tmp_path / "temp"), "--web-dir", str(tmp_path / "no-web")]

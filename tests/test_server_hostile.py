@@ -17,10 +17,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, Workflow, find_issues, link
-from engine.jsonsafe import MAX_DEPTH, find_deep_nesting, find_json_problems, json_safe, scrub_text
-from engine.workflow import WorkflowFormatError, parse_workflow
-from nodes.folders import Folders, LinkOutside, list_files
+from latentgraph.engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, Workflow, find_issues, link
+from latentgraph.engine.jsonsafe import MAX_DEPTH, find_deep_nesting, find_json_problems, json_safe, scrub_text
+from latentgraph.engine.workflow import WorkflowFormatError, parse_workflow
+from latentgraph.nodes.folders import Folders, LinkOutside, list_files
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import (GATES, ROOT, make_registry, node, open_gate, open_ws, receive, receive_until,
                                  run_ended, show, submit, wait_for, wait_run, workflow)
@@ -117,7 +117,7 @@ def test_nan_and_infinities_are_refused_naming_the_node_and_input(api, literal):
 
 
 def test_a_python_nan_sent_with_the_client_is_refused_by_the_server(server):
-    from server.client import ApiError, Client
+    from latentgraph.client import ApiError, Client
 
     document = workflow(v=node("float_constant", value=0.5), show=node("show_value", value=link("v", "value")))
     with Client(server.url) as client:
@@ -132,8 +132,8 @@ def test_a_python_nan_sent_with_the_client_is_refused_by_the_server(server):
 
 
 def test_the_engine_refuses_them_too_for_the_cli_and_python(tmp_path):
-    import nodes  # noqa: F401
-    from engine import registry
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import registry
 
     # A Workflow built in Python skips the JSON checks: the input check itself refuses NaN and surrogates.
     built = Workflow.model_validate({"nodes": {"f": {"type": "float_constant", "inputs": {"value": float("inf")}},
@@ -291,7 +291,7 @@ def test_made_up_subscriptions_do_not_grow_a_connection(server):
 
 
 def test_one_connection_follows_at_most_so_many_runs(server, api, monkeypatch):
-    from server.routes import events
+    from latentgraph.server.routes import events
 
     monkeypatch.setattr(events, "MAX_SUBSCRIBE", 3)
     runs = [submit(api, show(i))["id"] for i in range(4)]
@@ -513,7 +513,9 @@ def test_models_in_linked_sub_folders_are_listed_and_link_loops_end(api, tmp_pat
     (library / "back").symlink_to(library, target_is_directory=True)
 
     models = api.get("/api/models/checkpoints").json()["models"]
-    assert {m["name"]: m["size"] for m in models} == {"own.safetensors": 1, "comfy/sd15/linked.safetensors": 2}
+    listed = {m["name"]: m["size"] for m in models}
+    assert listed.pop("latentgraph-demo.safetensors") > 0  # the bundled demo model is always found
+    assert listed == {"own.safetensors": 1, "comfy/sd15/linked.safetensors": 2}
     assert "comfy/sd15/linked.safetensors" in api.get("/api/models").json()["kinds"]["checkpoints"]
     assert list_files(checkpoints, (".safetensors",)) == ["comfy/sd15/linked.safetensors", "own.safetensors"]
     assert list_files(checkpoints, (".safetensors",), follow_symlinks=False) == ["own.safetensors"]

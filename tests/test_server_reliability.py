@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from engine import link
-from server.client import Client
-from server.store import RunRecord, RunStore
+from latentgraph.engine import link
+from latentgraph.client import Client
+from latentgraph.server.store import RunRecord, RunStore
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import (DEADLINE, ROOT, blocked, gated, node, open_gate, show, steps, submit, wait_for,
                                  wait_run, workflow)
@@ -128,7 +127,7 @@ def test_history_retention_forgets_the_oldest_finished_runs(start_server):
 
 
 def test_progress_kept_per_run_is_bounded(server, api):
-    from server.messages import MAX_PROGRESS_KEPT
+    from latentgraph.server.messages import MAX_PROGRESS_KEPT
 
     total = MAX_PROGRESS_KEPT + 50
     with Client(server.url) as client:

@@ -9,9 +9,11 @@ import json
 
 from PIL import Image
 
-from engine import Input, Node
+from latentgraph.engine import Input, Node
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import REGISTRY, ROOT, arithmetic, make_registry, submit
+
+DEMO = "latentgraph-demo.safetensors"  # the bundled demo checkpoint: every model search finds it
 
 
 def png_bytes(width: int = 32, height: int = 24, color=(200, 30, 30), mode: str = "RGB", format: str = "PNG") -> bytes:
@@ -54,13 +56,13 @@ def test_the_catalog_lists_every_node_type_with_its_inputs_and_answers_304_when_
 
 def test_the_catalog_follows_files_appearing_in_the_model_and_input_folders(api, tmp_path):
     etag = api.get("/api/nodes").headers["etag"]
-    assert catalog_choices(api, "checkpoint_loader", "checkpoint") == []
+    assert catalog_choices(api, "checkpoint_loader", "checkpoint") == [DEMO]  # the bundled model, always found
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "new.safetensors").write_bytes(b"x")
     name = upload(api, png_bytes()).json()["name"]
     response = api.get("/api/nodes", headers={"If-None-Match": etag})
     assert response.status_code == 200 and response.headers["etag"] != etag
-    assert catalog_choices(api, "checkpoint_loader", "checkpoint") == ["new.safetensors"]
+    assert catalog_choices(api, "checkpoint_loader", "checkpoint") == ["new.safetensors", DEMO]
     assert catalog_choices(api, "load_image", "image") == [name]
 
 
@@ -190,7 +192,7 @@ def test_thumbnails_are_small_jpegs_or_webps_made_once(api, server, tmp_path):
 # --- models --------------------------------------------------------------------------------------
 
 def test_models_are_listed_by_kind_and_rescanned_on_every_request(api, tmp_path):
-    assert api.get("/api/models").json() == {"kinds": {"checkpoints": [], "vae": [], "loras": []}}
+    assert api.get("/api/models").json() == {"kinds": {"checkpoints": [DEMO], "vae": [], "loras": []}}
     (tmp_path / "models" / "vae").mkdir(parents=True)
     (tmp_path / "models" / "vae" / "a.safetensors").write_bytes(b"12345")
     (tmp_path / "models" / "vae" / "readme.txt").write_text("not a model")

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from server.store import QUEUED, RUNNING, RunRecord, RunStore
+from latentgraph.server.store import QUEUED, RUNNING, RunRecord, RunStore
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import arithmetic, gated, show, submit, wait_for, wait_run
 

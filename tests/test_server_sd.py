@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from server.client import Client, preview_image
+from latentgraph.client import Client, preview_image
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import ROOT, submit, wait_for, wait_run
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from server import ConfigError, ServerConfig, create_app
-from server.config import is_loopback
+from latentgraph.server import ConfigError, ServerConfig, create_app
+from latentgraph.server.config import is_loopback
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import ROOT, open_ws, receive, show, submit
 
@@ -74,7 +74,7 @@ def test_with_a_token_every_api_call_and_the_websocket_need_it(start_server):
     with open_ws(server, Authorization=f"Bearer {TOKEN}") as socket:
         assert receive(socket)["type"] == "snapshot"
 
-    from server.client import ApiError, Client
+    from latentgraph.client import ApiError, Client
 
     with Client(server.url, token=TOKEN) as client:
         assert client.run(show(4)).results == {"show": {"value": 4}}

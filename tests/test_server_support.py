@@ -17,10 +17,10 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, link
-from engine import registry as global_registry
-from server import ServerConfig
-from server.testing import ServerThread
+from latentgraph.engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, link
+from latentgraph.engine import registry as global_registry
+from latentgraph.server import ServerConfig
+from latentgraph.server.testing import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 GATES: dict[str, threading.Event] = {}  # name → event a `test_gate` node waits for
@@ -99,7 +99,7 @@ class Echo(Node):
 
 def make_registry() -> NodeRegistry:
     """The real node library plus the test nodes above, in a registry of its own."""
-    import nodes  # noqa: F401  (registers the built-in library)
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
 
     registry = NodeRegistry()
     for info in [*global_registry, *test_nodes]:
@@ -164,10 +164,6 @@ def server_config(root: Path, **overrides: Any) -> ServerConfig:
 def start_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThread]]:
     """`start_server(**config)`: a started server over folders in tmp_path (the same folders on
     every call, so a second call is a restart). Every server is stopped after the test."""
-    from nodes.folders import folders
-
-    for name in ("models", "extra_model_roots", "inputs", "outputs", "temp", "follow_symlinks"):  # the server sets them
-        monkeypatch.setattr(folders, name, getattr(folders, name))
     started: list[ServerThread] = []
 
     def start(registry: NodeRegistry = REGISTRY, **overrides: Any) -> ServerThread:

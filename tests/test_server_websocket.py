@@ -175,7 +175,7 @@ def test_an_invalid_client_id_is_refused_with_a_json_reason(server):
 
 
 def test_the_python_client_submits_follows_and_waits(server):
-    from server.client import ApiError, Client, RunFailed
+    from latentgraph.client import ApiError, Client, RunFailed
 
     with Client(server.url) as client:
         run = client.submit(arithmetic(), set={"seed.seed": 9})

@@ -18,8 +18,8 @@ import pytest
 import regex
 import torch
 
-from nodes.sd import tokenizer as tokmod
-from nodes.sd.prompt import (
+from latentgraph.nodes.sd import tokenizer as tokmod
+from latentgraph.nodes.sd.prompt import (
     BREAK,
     TokenizedPrompt,
     encode_prompt,
@@ -28,7 +28,7 @@ from nodes.sd.prompt import (
     parse_prompt_attention,
     tokenize_prompt,
 )
-from nodes.sd.tokenizer import (
+from latentgraph.nodes.sd.tokenizer import (
     BOS_ID,
     EOS_ID,
     MAX_LENGTH,
@@ -41,7 +41,7 @@ from nodes.sd.tokenizer import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = resources.files("nodes.sd").joinpath("data")
+DATA = resources.files("latentgraph.nodes.sd").joinpath("data")
 PAD = [EOS_ID]
 
 

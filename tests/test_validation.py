@@ -3,7 +3,7 @@
 import pytest
 
 import engine_nodes
-from engine import Executor, ValidationIssue, WorkflowInvalid, find_issues, validate_workflow
+from latentgraph.engine import Executor, ValidationIssue, WorkflowInvalid, find_issues, validate_workflow
 from engine_nodes import AVAILABLE_SAMPLERS, CALLS, L, n, wf
 
 REG = engine_nodes.registry

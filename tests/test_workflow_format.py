@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 import engine_nodes
-from engine import FORMAT, Executor, OutputCache, Workflow, find_issues, link, parse_workflow, workflow_json_schema
-from engine.workflow import MIGRATIONS, Link, WorkflowFormatError, as_link, migrate
+from latentgraph.engine import FORMAT, Executor, OutputCache, Workflow, find_issues, link, parse_workflow, workflow_json_schema
+from latentgraph.engine.workflow import MIGRATIONS, Link, WorkflowFormatError, as_link, migrate
 from engine_nodes import L, n, wf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,7 +221,7 @@ def test_workflow_helpers_build_documents():
 
 
 def test_links_built_as_link_objects_are_saved_as_links():
-    from engine.workflow import Link, Workflow, parse_workflow
+    from latentgraph.engine.workflow import Link, Workflow, parse_workflow
 
     built = Workflow(nodes={"a": {"type": "constant", "inputs": {"value": 1}},
                             "s": {"type": "sink", "inputs": {"value": Link("a", "value")}}})

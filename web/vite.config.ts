@@ -8,7 +8,8 @@ const server = process.env.LATENTGRAPH_SERVER ?? "http://127.0.0.1:8188";
 export default defineConfig({
   plugins: [react()],
   base: "./",
-  build: { outDir: "dist", emptyOutDir: true, chunkSizeWarningLimit: 1000 },
+  // Built into the Python package, so a source checkout and an installed wheel serve it alike.
+  build: { outDir: "../latentgraph/web", emptyOutDir: true, chunkSizeWarningLimit: 1000 },
   server: {
     proxy: {
       "/api": { target: server, ws: true },

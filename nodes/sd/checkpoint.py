@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPTextModel
 
-from nodes.sd import text_encoder as clip
-from nodes.sd.families import (
+from latentgraph.nodes.sd import text_encoder as clip
+from latentgraph.nodes.sd.families import (
     SCALING_FACTOR_METADATA_KEY,
     UNET_PREFIX,
     VAE_PREFIX,
@@ -42,8 +42,8 @@ from nodes.sd.families import (
     ensure_supported,
     infer_vae_config,
 )
-from nodes.sd.unet import UNetModel
-from nodes.sd.vae import AutoencoderKL, VAEConfig
+from latentgraph.nodes.sd.unet import UNetModel
+from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
 
 __all__ = [
     "CheckpointError",

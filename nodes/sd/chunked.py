@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd.interrupt import cancel_point
+from latentgraph.nodes.sd.interrupt import cancel_point
 
 # Multiply-adds per piece. On 2 CPU cores (AMD EPYC, AVX-512) attention and convolutions both run at
 # about 50 G multiply-adds/s, so a CPU piece of 2**33 takes ~0.17 s (0.13-0.22 s measured, more

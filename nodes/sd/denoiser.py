@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from nodes.sd.schedules import NoiseSchedule
+from latentgraph.nodes.sd.schedules import NoiseSchedule
 
 PredictionType = Literal["epsilon", "v_prediction"]
 

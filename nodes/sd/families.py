@@ -14,9 +14,9 @@ from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from nodes.sd.text_encoder import SD1_TEXT_ENCODER_PREFIX, TextEncoderConfig
-from nodes.sd.unet import UNetConfig
-from nodes.sd.vae import VAEConfig
+from latentgraph.nodes.sd.text_encoder import SD1_TEXT_ENCODER_PREFIX, TextEncoderConfig
+from latentgraph.nodes.sd.unet import UNetConfig
+from latentgraph.nodes.sd.vae import VAEConfig
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

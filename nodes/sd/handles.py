@@ -12,12 +12,21 @@ from typing import Any
 
 import torch
 
-from engine.cache import register_sizer
-from nodes.sd.schedules import NoiseSchedule
+from latentgraph.nodes.sd.schedules import NoiseSchedule
+
+
+class ModelHandle:
+    """A loaded model as a link value. It counts as nothing in the output cache (`cache_nbytes`):
+    its weights belong to the model cache, which bounds them with its own budget. Counting them
+    twice made an SD1.5 checkpoint (4 GB in fp32) fill the whole default output cache and push
+    prompts, latents and images out."""
+
+    def cache_nbytes(self) -> int:
+        return 64
 
 
 @dataclass(eq=False)
-class DiffusionModel:
+class DiffusionModel(ModelHandle):
     """A U-Net with what it needs to denoise: its training noise schedule and prediction type."""
 
     unet: torch.nn.Module
@@ -45,7 +54,7 @@ class DiffusionModel:
 
 
 @dataclass(eq=False)
-class TextEncoder:
+class TextEncoder(ModelHandle):
     """The CLIP text model of a checkpoint (the tokenizer is shared and ships with the package)."""
 
     model: torch.nn.Module
@@ -54,7 +63,7 @@ class TextEncoder:
 
 
 @dataclass(eq=False)
-class Vae:
+class Vae(ModelHandle):
     """An autoencoder with its latent scaling factor (in `model.config`)."""
 
     model: torch.nn.Module
@@ -97,7 +106,7 @@ class Noise:
     seed: int
 
     def generate(self, latent: torch.Tensor) -> torch.Tensor:
-        from nodes.sd.samplers import initial_noise
+        from latentgraph.nodes.sd.samplers import initial_noise
 
         return initial_noise(latent.shape, self.seed)
 
@@ -108,15 +117,3 @@ class SamplerChoice:
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-
-
-def _owned_by_model_cache(handle: object) -> int:
-    """Model handles count as nothing in the output cache: their weights belong to the model cache,
-    which bounds them with its own budget. Counting them twice made an SD1.5 checkpoint (4 GB in
-    fp32) fill the whole default output cache and push prompts, latents and images out."""
-    return 64
-
-
-register_sizer(DiffusionModel, _owned_by_model_cache)
-register_sizer(TextEncoder, _owned_by_model_cache)
-register_sizer(Vae, _owned_by_model_cache)

@@ -59,7 +59,7 @@ def _gib(count: int) -> str:
 def require_memory(estimate: int, device: Any, limits: Any, what: str) -> None:
     """Raise OverLimit if `estimate` bytes are more than memory_fraction of what `device` (a
     torch.device) has free; nothing is checked where the free memory cannot be told or the fraction is 0."""
-    from nodes.sd.memory import free_memory
+    from latentgraph.nodes.sd.memory import free_memory
 
     fraction = getattr(limits, "memory_fraction", None)
     if not fraction:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from nodes.sd.chunked import work_per_piece
-from nodes.sd.unet import UNetConfig
-from nodes.sd.vae import MAX_UNTILED_LATENT_PIXELS, TILE_SIZE, VAEConfig
+from latentgraph.nodes.sd.chunked import work_per_piece
+from latentgraph.nodes.sd.unet import UNetConfig
+from latentgraph.nodes.sd.vae import MAX_UNTILED_LATENT_PIXELS, TILE_SIZE, VAEConfig
 
 MEMINFO = Path("/proc/meminfo")
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 
-from nodes.sd.tokenizer import BOS_ID, COMMA_ID, EOS_ID, MAX_LENGTH, PAD_ID, get_tokenizer
+from latentgraph.nodes.sd.tokenizer import BOS_ID, COMMA_ID, EOS_ID, MAX_LENGTH, PAD_ID, get_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -8,9 +8,9 @@ from typing import Callable
 
 import torch
 
-from nodes.sd.denoiser import CFGDenoiser, Denoiser
-from nodes.sd.handles import Conditioning, DiffusionModel, Latent, Noise, SamplerChoice
-from nodes.sd.samplers import SAMPLERS, default_noise_sampler
+from latentgraph.nodes.sd.denoiser import CFGDenoiser, Denoiser
+from latentgraph.nodes.sd.handles import Conditioning, DiffusionModel, Latent, Noise, SamplerChoice
+from latentgraph.nodes.sd.samplers import SAMPLERS, default_noise_sampler
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step done, total, denoised estimate)
 

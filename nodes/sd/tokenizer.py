@@ -61,7 +61,7 @@ N_MERGES = 49152 - 256 - 2  # 48894
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
-_DATA_PACKAGE = __package__ or "nodes.sd"
+_DATA_PACKAGE = __package__ or "latentgraph.nodes.sd"
 # Known encodings checked after every load: a tokenizer that lost its merges or vocabulary
 # cannot reproduce these.
 _SELF_CHECK = {

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd.chunked import Conv2d, attention, per_token
-from nodes.sd.interrupt import cancel_point
+from latentgraph.nodes.sd.chunked import Conv2d, attention, per_token
+from latentgraph.nodes.sd.interrupt import cancel_point
 
 NORM_GROUPS = 32  # every GroupNorm in the LDM U-Net uses 32 groups
 

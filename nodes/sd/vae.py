@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd.chunked import Conv2d, attention
-from nodes.sd.interrupt import cancel_point
+from latentgraph.nodes.sd.chunked import Conv2d, attention
+from latentgraph.nodes.sd.interrupt import cancel_point
 
 NORM_GROUPS = 32  # every GroupNorm in the LDM autoencoder uses 32 groups and eps 1e-6
 

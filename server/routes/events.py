@@ -24,12 +24,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from engine.jsonsafe import find_deep_nesting, find_json_problems
-from server.errors import error_response
-from server.hub import Connection, EventHub
-from server.messages import dumps
-from server.schemas import CLIENT_ID_PATTERN
-from server.state import get_state
+from latentgraph.engine.jsonsafe import find_deep_nesting, find_json_problems
+from latentgraph.server.errors import error_response
+from latentgraph.server.hub import Connection, EventHub
+from latentgraph.server.messages import dumps
+from latentgraph.server.schemas import CLIENT_ID_PATTERN
+from latentgraph.server.state import get_state
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
-from nodes.folders import IMAGE_EXTENSIONS, LinkOutside, UnsafeName
-from server.errors import ERROR_RESPONSES, ApiError
-from server.schemas import ImageList, ImageRef, UploadedImage
-from server.state import ServerState, get_state
-from server.thumbnails import FORMATS, SIZES, ImageTooLarge
-from server.uploads import MASK_FOLDER, check_image, read_upload, stored_name
+from latentgraph.nodes.folders import IMAGE_EXTENSIONS, LinkOutside, UnsafeName
+from latentgraph.server.errors import ERROR_RESPONSES, ApiError
+from latentgraph.server.schemas import ImageList, ImageRef, UploadedImage
+from latentgraph.server.state import ServerState, get_state
+from latentgraph.server.thumbnails import FORMATS, SIZES, ImageTooLarge
+from latentgraph.server.uploads import MASK_FOLDER, check_image, read_upload, stored_name
 
 router = APIRouter(prefix="/api", tags=["images"], responses=ERROR_RESPONSES)
 

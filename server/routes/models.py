@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from nodes.folders import KIND_ALIASES
-from server.errors import ERROR_RESPONSES, ApiError
-from server.schemas import ModelFile, ModelKinds, ModelList
-from server.state import ServerState, get_state
+from latentgraph.nodes.folders import KIND_ALIASES
+from latentgraph.server.errors import ERROR_RESPONSES, ApiError
+from latentgraph.server.schemas import ModelFile, ModelKinds, ModelList
+from latentgraph.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api/models", tags=["models"], responses=ERROR_RESPONSES)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from server.errors import ApiError, ErrorBody
-from server.state import ServerState, get_state
+from latentgraph.server.errors import ApiError, ErrorBody
+from latentgraph.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api/nodes", tags=["nodes"])
 

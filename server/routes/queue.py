@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from server.errors import ERROR_RESPONSES, ApiError
-from server.run_queue import NotPending
-from server.schemas import QueueOrder, QueueState, Removed, RunSummary, queue_state
-from server.state import ServerState, get_state
+from latentgraph.server.errors import ERROR_RESPONSES, ApiError
+from latentgraph.server.run_queue import NotPending
+from latentgraph.server.schemas import QueueOrder, QueueState, Removed, RunSummary, queue_state
+from latentgraph.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api/queue", tags=["queue"], responses=ERROR_RESPONSES)
 

@@ -7,11 +7,11 @@ import json
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic_core import PydanticSerializationError
 
-from engine.jsonsafe import json_safe
-from server.errors import ERROR_RESPONSES
-from server.schemas import CLIENT_ID_PATTERN, Deleted, RunDetail, RunList, RunSummary, SubmitRun
-from server.state import ServerState, get_state
-from server.store import QUEUED, STATUSES
+from latentgraph.engine.jsonsafe import json_safe
+from latentgraph.server.errors import ERROR_RESPONSES
+from latentgraph.server.schemas import CLIENT_ID_PATTERN, Deleted, RunDetail, RunList, RunSummary, SubmitRun
+from latentgraph.server.state import ServerState, get_state
+from latentgraph.server.store import QUEUED, STATUSES
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], responses=ERROR_RESPONSES)
 

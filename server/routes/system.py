@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from server.schemas import Health
-from server.state import ServerState, get_state
+from latentgraph.server.schemas import Health
+from latentgraph.server.state import ServerState, get_state
 
 router = APIRouter(prefix="/api", tags=["system"])
 
@@ -69,11 +69,9 @@ def _torch_device(state: ServerState) -> tuple[dict[str, Any], dict[str, Any]]:
     device: dict[str, Any] = {"requested": state.config.device or "auto", "precision": state.config.precision or "auto",
                               "torch_loaded": "torch" in sys.modules}
     gpu: dict[str, Any] = {}
-    services = state.executor.services
-    if "placement" in vars(services):
-        placement = services.placement
-        device["device"] = str(getattr(placement, "device", None))
-        device["dtype"] = str(getattr(placement, "unet_dtype", None))
+    placement = state.executor.services.placement_info()
+    if placement is not None:
+        device.update(placement)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         index = torch.cuda.current_device()
@@ -95,11 +93,9 @@ def system_info(state: ServerState = Depends(get_state)) -> SystemInfo:
     cache = state.executor.cache.stats()
     caches: dict[str, Any] = {"outputs": {"entries": cache.entries, "bytes": cache.nbytes, "max_bytes": cache.max_bytes,
                                           "hits": cache.hits, "misses": cache.misses, "evictions": cache.evictions}}
-    services = state.executor.services
-    if "models" in vars(services):  # the model cache exists once a model was loaded
-        models = services.models
-        caches["models"] = {"entries": len(models), "bytes": models.nbytes, "max_bytes": models.max_bytes,
-                            "loads": models.loads}
+    models = state.executor.services.loaded_models()
+    if models is not None:  # the model cache exists once a model was loaded
+        caches["models"] = models
     caches["thumbnails"] = state.thumbnails.stats()
     caches["database_bytes"] = state.store.size_bytes()
     if state.backups is not None:

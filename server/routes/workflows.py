@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Response
 
-from engine.workflow import WorkflowFormatError
-from nodes.folders import UnsafeName
-from server.errors import ERROR_RESPONSES, ApiError
-from server.schemas import WorkflowInfo, WorkflowList
-from server.state import ServerState, get_state
-from server.workflow_library import WorkflowEntry, check_name
+from latentgraph.engine.workflow import WorkflowFormatError
+from latentgraph.nodes.folders import UnsafeName
+from latentgraph.server.errors import ERROR_RESPONSES, ApiError
+from latentgraph.server.schemas import WorkflowInfo, WorkflowList
+from latentgraph.server.state import ServerState, get_state
+from latentgraph.server.workflow_library import WorkflowEntry, check_name
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 

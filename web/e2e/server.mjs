@@ -1,6 +1,6 @@
 // Starting a real Latentgraph server for the browser tests: a temporary models/input/output tree
 // with a tiny SD1.x checkpoint under the shipped workflows' checkpoint name (tests/sd_tiny.py),
-// `latentgraph serve` on a free loopback port, and the built editor (web/dist) it serves at /.
+// `latentgraph serve` on a free loopback port, and the built editor (latentgraph/web) it serves at /.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { createServer } from "node:net";
@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 
 const WEB = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const REPO = resolve(WEB, "..");
+const EDITOR = join(REPO, "latentgraph", "web"); // where `npm run build` puts the editor
 export const ARTIFACTS = join(WEB, "test-artifacts");
 export const DEMO_CHECKPOINT = "latentgraph-demo.safetensors";
 const VENV = process.env.LATENTGRAPH_VENV ?? join(REPO, ".venv");
@@ -56,7 +57,7 @@ function installDemoCheckpoint(checkpoints) {
 }
 
 export async function startServer({ log = process.env.E2E_SERVER_LOG === "1" } = {}) {
-  if (!existsSync(join(WEB, "dist", "index.html"))) {
+  if (!existsSync(join(EDITOR, "index.html"))) {
     const build = spawnSync("npm", ["run", "build"], { cwd: WEB, stdio: "inherit" });
     if (build.status !== 0) throw new Error("npm run build failed");
   }
@@ -69,11 +70,11 @@ export async function startServer({ log = process.env.E2E_SERVER_LOG === "1" } =
   const args = [
     "serve", "--host", "127.0.0.1", "--port", String(port),
     "--models-dir", folders.models, "--input-dir", folders.input, "--output-dir", folders.output,
-    "--user-dir", folders.user, "--temp-dir", folders.temp, "--web-dir", join(WEB, "dist"),
+    "--user-dir", folders.user, "--temp-dir", folders.temp, "--web-dir", EDITOR,
     "--device", "cpu", "--log-level", "warning",
+    "--max-steps", "1000", // the cancel tests queue a 1000-step run that must still be going when stopped
   ];
-  // PYTHONPATH: an editable install made before server/ existed does not map the package.
-  const env = { ...process.env, PYTHONPATH: [REPO, process.env.PYTHONPATH].filter(Boolean).join(":") };
+  const env = { ...process.env };
   delete env.LATENTGRAPH_TOKEN; // a loopback server needs none, and the browser would not send it
   let output = "";
   let child = null;

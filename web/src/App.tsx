@@ -1,9 +1,7 @@
-/** The editor's layout and its global keyboard shortcuts. */
+/** The editor's layout, and the keyboard shortcuts' handler (the shortcuts are in shortcuts.ts). */
 import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
 import { useEffect } from "react";
-import { run, save } from "./session";
-import { autoLayout, copySelected, paste, redo, selectAll, undo, useEditor } from "./store";
-import { closeDialog, closeLightbox, closeSearch, openDialog, openSearch, useUi } from "./ui";
+import { handleShortcut, type ShortcutContext } from "./shortcuts";
 import Canvas from "./components/Canvas";
 import { Dialogs, Toasts } from "./components/Dialogs";
 import NodeSearch from "./components/NodeSearch";
@@ -11,66 +9,17 @@ import Palette from "./components/Palette";
 import SidePanel, { Lightbox } from "./components/SidePanel";
 import Toolbar from "./components/Toolbar";
 
-function isTyping(target: EventTarget | null): boolean {
-  const element = target as HTMLElement | null;
-  return !!element && (element.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(element.tagName));
-}
-
 function useShortcuts() {
   const flow = useReactFlow();
   useEffect(() => {
-    let pointer = { x: window.innerWidth / 2, y: window.innerHeight / 2 };
-    const onMove = (e: MouseEvent) => (pointer = { x: e.clientX, y: e.clientY });
-    const onKey = (e: KeyboardEvent) => {
-      const mod = e.ctrlKey || e.metaKey;
-      const key = e.key.toLowerCase();
-      if (e.key === "Escape") {
-        closeSearch();
-        closeLightbox();
-        closeDialog();
-        return;
-      }
-      if (mod && e.key === "Enter") {
-        e.preventDefault();
-        run();
-        return;
-      }
-      if (mod && key === "s") {
-        e.preventDefault();
-        if (!e.shiftKey && useEditor.getState().savedName) save();
-        else openDialog("save-as");
-        return;
-      }
-      if (mod && key === "o") {
-        e.preventDefault();
-        openDialog("open");
-        return;
-      }
-      if (isTyping(e.target) || useUi.getState().dialog || useUi.getState().search) return;
-      if (mod && key === "z") {
-        e.preventDefault();
-        if (e.shiftKey) redo();
-        else undo();
-      } else if (mod && key === "y") {
-        e.preventDefault();
-        redo();
-      } else if (mod && key === "c") {
-        copySelected();
-      } else if (mod && key === "v") {
-        e.preventDefault();
-        paste(flow.screenToFlowPosition(pointer));
-      } else if (mod && key === "a") {
-        e.preventDefault();
-        selectAll();
-      } else if (!mod && e.shiftKey && key === "l") {
-        autoLayout();
-      } else if (!mod && e.shiftKey && key === "f") {
-        flow.fitView({ padding: 0.12, duration: 200, maxZoom: 1 });
-      } else if (!mod && e.key === " " && document.activeElement === document.body) {
-        e.preventDefault();
-        openSearch({ screen: pointer, flow: flow.screenToFlowPosition(pointer) });
-      }
+    const ctx: ShortcutContext = {
+      pointer: { x: window.innerWidth / 2, y: window.innerHeight / 2 },
+      toFlow: (point) => flow.screenToFlowPosition(point),
+      fitView: () => void flow.fitView({ padding: 0.12, duration: 200, maxZoom: 1 }),
+      bodyHasFocus: () => document.activeElement === document.body,
     };
+    const onMove = (e: MouseEvent) => (ctx.pointer = { x: e.clientX, y: e.clientY });
+    const onKey = (e: KeyboardEvent) => void handleShortcut(e, ctx);
     window.addEventListener("keydown", onKey);
     window.addEventListener("mousemove", onMove);
     return () => {

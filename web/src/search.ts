@@ -1,7 +1,7 @@
 /** Finding node types by text (palette and search popup) and by the port a dragged link carries. */
 import { accepts } from "./ports";
 import type { Catalog, NodeTypeSpec } from "./types";
-import type { PendingLink } from "./ui";
+import type { PendingLink } from "./store";
 
 /** Catalog entries matching a query, best first; every word must match somewhere. */
 export function searchNodeTypes(catalog: Catalog, query: string): NodeTypeSpec[] {

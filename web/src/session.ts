@@ -12,11 +12,12 @@ import {
   currentWorkflow,
   finishRun,
   markSaved,
+  openDialog,
   openWorkflow,
   setCatalog,
   setConnection,
-  setHistory,
   setQueue,
+  setRunHistory,
   showValidationErrors,
   toast,
   useEditor,
@@ -75,7 +76,7 @@ export async function refreshQueueAndHistory() {
   try {
     const [queue, history] = await Promise.all([api.fetchQueue(), api.fetchHistory()]);
     setQueue(queue);
-    setHistory(history);
+    setRunHistory(history);
   } catch (error) {
     console.warn("queue/history", error);
   }
@@ -189,6 +190,13 @@ export async function save(name?: string): Promise<boolean> {
     toast(`Save failed: ${(error as Error).message}`, "error");
     return false;
   }
+}
+
+/** Save under the name it was saved under before; asks for a name if there is none yet. */
+export async function saveOrAskName(): Promise<boolean> {
+  if (useEditor.getState().savedName) return save();
+  openDialog("save-as");
+  return false;
 }
 
 export async function openSaved(info: api.SavedWorkflowInfo) {

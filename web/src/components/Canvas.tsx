@@ -13,6 +13,7 @@ import {
 import { useCallback, useEffect, useRef, useState } from "react";
 import { portColour } from "../ports";
 import { importFile, openWorkflowOfImage } from "../session";
+import { keysText, SHORTCUTS } from "../shortcuts";
 import {
   addNode,
   beginMove,
@@ -21,12 +22,12 @@ import {
   inputSpecOf,
   onEdgesChange,
   onNodesChange,
+  openSearch,
   outputTypeOf,
   toast,
   useEditor,
   type NodeRunState,
 } from "../store";
-import { openSearch } from "../ui";
 import type { GraphEdge, GraphNode } from "../workflow";
 import GraphNodeView from "./GraphNodeView";
 
@@ -164,7 +165,7 @@ export default function Canvas() {
     >
       {empty && (
         <div className="canvas-hint">
-          <p>Double-click (or press Space) to add a node, or drag one from the palette.</p>
+          <p>{SHORTCUTS.search.gesture} (or press {keysText("search")}) to add a node, or drag one from the palette.</p>
           <p>Drop a workflow JSON or a PNG made by Latentgraph here to open it.</p>
         </div>
       )}
@@ -180,7 +181,7 @@ export default function Canvas() {
         onSelectionDragStart={beginMove}
         isValidConnection={isValidConnection}
         zoomOnDoubleClick={false}
-        deleteKeyCode={["Delete", "Backspace"]}
+        deleteKeyCode={SHORTCUTS.delete.keys}
         multiSelectionKeyCode={["Control", "Meta", "Shift"]}
         selectionKeyCode="Shift"
         minZoom={0.05}

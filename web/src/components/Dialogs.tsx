@@ -2,8 +2,7 @@
 import { useEffect, useState } from "react";
 import { listWorkflows, type SavedWorkflowInfo } from "../api";
 import { openSaved, save, slugify } from "../session";
-import { dismissToast, useEditor } from "../store";
-import { closeDialog, useUi } from "../ui";
+import { closeDialog, dismissToast, useEditor } from "../store";
 
 function OpenDialog() {
   const [list, setList] = useState<SavedWorkflowInfo[] | null>(null);
@@ -88,7 +87,7 @@ function SaveAsDialog() {
 }
 
 export function Dialogs() {
-  const dialog = useUi((s) => s.dialog);
+  const dialog = useEditor((s) => s.dialog);
   if (!dialog) return null;
   return (
     <div className="popup-backdrop modal" onMouseDown={closeDialog} onKeyDown={(e) => e.key === "Escape" && closeDialog()}>

@@ -3,9 +3,8 @@ import { Handle, Position, useStore as useFlowStore, type NodeProps } from "@xyf
 import { memo, useState } from "react";
 import { imageUrl } from "../api";
 import { portColour } from "../ports";
-import { isWidget, setTitle, toggleSocket, useEditor, type NodeRunState } from "../store";
+import { isWidget, openLightbox, setTitle, toggleSocket, useEditor, type NodeRunState } from "../store";
 import type { InputSpec, NodeTypeSpec } from "../types";
-import { openLightbox } from "../ui";
 import { socketInputs, type GraphNode } from "../workflow";
 import { Widget } from "./Widgets";
 

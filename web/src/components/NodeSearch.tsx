@@ -1,11 +1,10 @@
 /** The search popup: double-click the canvas (or drop a link on it), type, Enter adds the node. */
 import { useEffect, useMemo, useState } from "react";
 import { matchingPort, searchNodeTypes } from "../search";
-import { addNode, connect, useEditor } from "../store";
-import { closeSearch, useUi } from "../ui";
+import { addNode, closeSearch, connect, useEditor } from "../store";
 
 export default function NodeSearch() {
-  const search = useUi((s) => s.search);
+  const search = useEditor((s) => s.search);
   const catalog = useEditor((s) => s.catalog);
   const [query, setQuery] = useState("");
   const [active, setActive] = useState(0);

@@ -1,9 +1,9 @@
 /** The right panel: the queue (running and pending runs) and the gallery of finished runs. */
 import { imageUrl, thumbnailUrl, type RunSummary } from "../api";
 import { cancel, clearQueue, openWorkflowOfImage } from "../session";
-import { useEditor } from "../store";
+import { keysText } from "../shortcuts";
+import { closeLightbox, openLightbox, showPanel, useEditor } from "../store";
 import { IMAGE_DRAG_TYPE } from "./Canvas";
-import { openLightbox, showPanel, useUi } from "../ui";
 
 function when(run: RunSummary): string {
   const t = run.finished ?? run.started ?? run.created;
@@ -36,7 +36,7 @@ function QueueList() {
           </button>
         </div>
       ))}
-      {!queue.running.length && !queue.pending.length && <div className="empty">Nothing queued. Run with Ctrl+Enter.</div>}
+      {!queue.running.length && !queue.pending.length && <div className="empty">Nothing queued. Run with {keysText("run")}.</div>}
     </div>
   );
 }
@@ -44,8 +44,8 @@ function QueueList() {
 /** Finished runs, newest first: each image a tile (click to enlarge, drag onto the canvas to load
  * its workflow); runs without images as one line with their status. */
 function Gallery() {
-  const history = useEditor((s) => s.history);
-  const finished = history.filter((run) => run.status !== "queued" && run.status !== "running");
+  const runHistory = useEditor((s) => s.runHistory);
+  const finished = runHistory.filter((run) => run.status !== "queued" && run.status !== "running");
   return (
     <div className="gallery">
       {finished.map((run) =>
@@ -85,7 +85,7 @@ function Gallery() {
 }
 
 export default function SidePanel() {
-  const panel = useUi((s) => s.panel);
+  const panel = useEditor((s) => s.panel);
   const pending = useEditor((s) => s.queue.pending.length + s.queue.running.length);
   return (
     <aside className="side-panel">
@@ -101,10 +101,10 @@ export default function SidePanel() {
 }
 
 export function Lightbox() {
-  const lightbox = useUi((s) => s.lightbox);
+  const lightbox = useEditor((s) => s.lightbox);
   if (!lightbox) return null;
   const url = imageUrl(lightbox.image);
-  const close = () => useUi.setState({ lightbox: null });
+  const close = closeLightbox;
   return (
     <div className="lightbox" role="dialog" aria-label="Image" onClick={close} onKeyDown={(e) => e.key === "Escape" && close()}>
       <img src={url} alt={lightbox.image.filename} onClick={(e) => e.stopPropagation()} />

@@ -1,10 +1,9 @@
 /** The top bar: workflow name and file actions, editing actions, Run, and the connection state. */
 import { useReactFlow } from "@xyflow/react";
 import { useRef } from "react";
-import { downloadJson, importFile, run, save } from "../session";
-import { autoLayout, newWorkflow, redo, setWorkflowName, undo, useEditor } from "../store";
-import { withShortcut } from "../shortcuts";
-import { openDialog } from "../ui";
+import { downloadJson, importFile, run, saveOrAskName } from "../session";
+import { autoLayout, newWorkflow, openDialog, redo, setWorkflowName, undo, useEditor } from "../store";
+import { tooltip } from "../shortcuts";
 
 export function ConnectionBadge() {
   const connection = useEditor((s) => s.connection);
@@ -40,9 +39,9 @@ export default function Toolbar() {
       <span className={`dirty ${dirty ? "" : "clean"}`} title={dirty ? "Unsaved changes (kept in this browser until saved)" : "Saved"}>{dirty ? "●" : ""}</span>
       <nav className="toolbar-group" aria-label="Workflow">
         <button onClick={() => { if (!dirty || confirm("Discard the unsaved changes?")) newWorkflow(); }} title="New empty workflow">New</button>
-        <button onClick={() => openDialog("open")} title={withShortcut("Open a saved workflow", "open")}>Open</button>
-        <button onClick={() => (savedName ? save() : openDialog("save-as"))} title={withShortcut("Save on the server", "save")}>Save</button>
-        <button onClick={() => openDialog("save-as")} title={withShortcut("Save under a new name", "saveAs")}>Save as</button>
+        <button onClick={() => openDialog("open")} title={tooltip("open")}>Open</button>
+        <button onClick={() => saveOrAskName()} title={tooltip("save")}>Save</button>
+        <button onClick={() => openDialog("save-as")} title={tooltip("saveAs")}>Save as</button>
         <button onClick={downloadJson} title="Download the workflow as a JSON file">Download</button>
         <button onClick={() => fileInput.current?.click()} title="Import a workflow JSON file or a PNG made by Latentgraph (or drop it on the canvas)">Import</button>
         <input
@@ -59,14 +58,14 @@ export default function Toolbar() {
         />
       </nav>
       <nav className="toolbar-group" aria-label="Edit">
-        <button onClick={undo} disabled={!canUndo} title={withShortcut("Undo", "undo")} aria-label="Undo">↶</button>
-        <button onClick={redo} disabled={!canRedo} title={withShortcut("Redo", "redo")} aria-label="Redo">↷</button>
-        <button onClick={autoLayout} title={withShortcut("Arrange nodes in layers (the selection, if several are selected)", "layout")}>Arrange</button>
-        <button onClick={() => flow.fitView({ padding: 0.12, duration: 200, maxZoom: 1 })} title={withShortcut("Zoom to fit", "fit")}>Fit</button>
+        <button onClick={undo} disabled={!canUndo} title={tooltip("undo")} aria-label="Undo">↶</button>
+        <button onClick={redo} disabled={!canRedo} title={tooltip("redo")} aria-label="Redo">↷</button>
+        <button onClick={autoLayout} title={tooltip("layout")}>Arrange</button>
+        <button onClick={() => flow.fitView({ padding: 0.12, duration: 200, maxZoom: 1 })} title={tooltip("fit")}>Fit</button>
       </nav>
       <span className="spacer" />
       <ConnectionBadge />
-      <button className="run-button" onClick={() => run()} title={withShortcut("Queue a run of this workflow", "run")}>
+      <button className="run-button" onClick={() => run()} title={tooltip("run")}>
         ▶ Run{pending ? <span className="badge" title="runs queued or running">{pending}</span> : null}
       </button>
     </header>

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
-from engine.cache import sizeof
+from latentgraph.engine.cache import sizeof
 
 
 class ModelCache:

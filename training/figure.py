@@ -1,10 +1,10 @@
 """Draw docs/demo_grid.png: demo-model images for a few prompts (rows) x samplers (columns).
 
-    python -m nodes.sd.demo.figure [--checkpoint models/checkpoints/latentgraph-demo.safetensors]
+    python -m latentgraph.training.figure [--checkpoint models/checkpoints/latentgraph-demo.safetensors]
                                    [--output docs/demo_grid.png] [--seed 1] [--scale 2]
 
 Every image is made by the project's own `workflows/txt2img.json` through the engine's Executor
-(see `nodes.sd.demo.evaluate.GraphGenerator`), at the demo's native 64x64, 20 steps, the
+(see `latentgraph.training.evaluate.GraphGenerator`), at the demo's native 64x64, 20 steps, the
 workflow's guidance scale, the same seed in every cell; the last two columns are the same prompt
 at cfg 1.0 (no guidance) and at cfg 7 (a usual SD1.5 scale, too strong for this model), for
 comparison. Images are enlarged `--scale` times (nearest neighbour).
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from nodes.sd.demo.evaluate import DEFAULT_CHECKPOINT, REPO_ROOT, GraphGenerator, demo_folders
+from latentgraph.training.evaluate import DEFAULT_CHECKPOINT, REPO_ROOT, GraphGenerator, demo_folders
 
 PROMPTS = (
     "a red circle on a blue background, top left",
@@ -70,7 +70,7 @@ def draw_grid(checkpoint: Path = DEFAULT_CHECKPOINT, output: Path = DEFAULT_OUTP
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nodes.sd.demo.figure", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m latentgraph.training.figure", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--seed", type=int, default=1)

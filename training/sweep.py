@@ -1,6 +1,6 @@
 """Train variants of the demo recipe side by side and score each as it trains.
 
-    python -m nodes.sd.demo.sweep --variant base='{}' \\
+    python -m latentgraph.training.sweep --variant base='{}' \\
         --variant frozen='{"train_text_with_unet": false}' \\
         [--steps 4000] [--evals 1000,2000,4000] [--prompts 60] [--device cuda] \\
         [--vae-from models/checkpoints/latentgraph-demo.safetensors] [--output sweep.jsonl]
@@ -8,11 +8,11 @@
 Each variant is a JSON object of `TrainSettings` fields changed from the defaults; each trains
 stages 3-4 (text encoder and U-Net) in its own process, all at once, on the VAE of `--vae-from`.
 At every step in `--evals` the EMA models draw `--prompts` evaluation prompts
-(`nodes.sd.demo.evaluate.evaluation_prompts`) in one batch with DPM++ 2M Karras, 20 steps, at
+(`latentgraph.training.evaluate.evaluation_prompts`) in one batch with DPM++ 2M Karras, 20 steps, at
 cfg 7 and cfg 1, and the images are scored like the evaluation's; one JSON line per variant and
 step goes to `--output` and the terminal. This is how the README's recipe table was made (on a
 GPU: eight variants of 2000 steps in about five minutes); on 2 CPU cores run one variant at a time.
-It skips the node graph for speed; `python -m nodes.sd.demo.evaluate` is the full-path measure.
+It skips the node graph for speed; `python -m latentgraph.training.evaluate` is the full-path measure.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from nodes.sd.demo.evaluate import DEFAULT_CHECKPOINT, Scored, accuracy, evaluation_prompts
+from latentgraph.training.evaluate import DEFAULT_CHECKPOINT, Scored, accuracy, evaluation_prompts
 
 EVAL_CFGS = (7.0, 1.0)
 
@@ -37,11 +37,11 @@ def batch_scores(unet, text_encoder, vae, prompts: Sequence[tuple[str, dict]], c
     """Draw every prompt once, in one batch (DPM++ 2M Karras, 20 steps), and score the images."""
     import torch
 
-    from nodes.sd.demo.measure import read_image
-    from nodes.sd.denoiser import CFGDenoiser, Denoiser
-    from nodes.sd.prompt import encode_prompt
-    from nodes.sd.samplers import SAMPLERS
-    from nodes.sd.schedules import karras_sigmas, scaled_linear_noise_schedule
+    from latentgraph.training.measure import read_image
+    from latentgraph.nodes.sd.denoiser import CFGDenoiser, Denoiser
+    from latentgraph.nodes.sd.prompt import encode_prompt
+    from latentgraph.nodes.sd.samplers import SAMPLERS
+    from latentgraph.nodes.sd.schedules import karras_sigmas, scaled_linear_noise_schedule
 
     schedule = scaled_linear_noise_schedule()
     was_training = unet.training
@@ -63,8 +63,8 @@ def run_variant(name: str, changes: dict[str, Any], args: argparse.Namespace) ->
     """Train one variant in this process, appending its scores to args.output."""
     import torch
 
-    from nodes.sd.checkpoint import load_vae
-    from nodes.sd.demo.train import TrainSettings, train_diffusion
+    from latentgraph.nodes.sd.checkpoint import load_vae
+    from latentgraph.training.train import TrainSettings, train_diffusion
 
     torch.set_num_threads(args.threads)
     settings = replace(TrainSettings(), unet_steps=args.steps, device=args.device, threads=args.threads, **changes)
@@ -89,7 +89,7 @@ def run_variant(name: str, changes: dict[str, Any], args: argparse.Namespace) ->
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     """NAME=JSON -> (name, changes); unknown TrainSettings fields are refused here, not mid-run."""
-    from nodes.sd.demo.train import TrainSettings
+    from latentgraph.training.train import TrainSettings
 
     name, sep, body = text.partition("=")
     if not sep or not name:
@@ -108,7 +108,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nodes.sd.demo.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m latentgraph.training.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", action="append", type=parse_variant, required=True, metavar="NAME=JSON")
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--evals", type=lambda text: [int(v) for v in text.split(",")], default=[1000, 2000, 4000])
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [name for name, _ in args.variant]
     if len(set(names)) != len(names):
         parser.error("variant names must differ")
-    base = [sys.executable, "-m", "nodes.sd.demo.sweep", *(argv if argv is not None else sys.argv[1:])]
+    base = [sys.executable, "-m", "latentgraph.training.sweep", *(argv if argv is not None else sys.argv[1:])]
     workers = [subprocess.Popen(base + ["--worker", name]) for name in names]
     return max(worker.wait() for worker in workers)
 

@@ -1,12 +1,12 @@
 """Generate with the demo checkpoint through the real node graph and score the images.
 
-    python -m nodes.sd.demo.evaluate [--checkpoint models/checkpoints/latentgraph-demo.safetensors]
+    python -m latentgraph.training.evaluate [--checkpoint models/checkpoints/latentgraph-demo.safetensors]
                                      [--prompts 100] [--seed 0] [--sampler dpmpp_2m --scheduler karras]
 
 Every image goes the way a user's does: `workflows/txt2img.json` run by the engine's `Executor`
 over the node library (checkpoint_loader -> clip_text_encode with the CLIP tokenizer -> ksampler
 with classifier-free guidance against the empty prompt -> vae_decode -> save_image as PNG), then
-the PNG is read back and measured (`nodes.sd.demo.measure`). Prompts name a colour, shape,
+the PNG is read back and measured (`latentgraph.training.measure`). Prompts name a colour, shape,
 background and position (and half of them a size); the report gives the share of images where
 each measured attribute matches the prompt, at the workflow's guidance scale and at cfg 1.0
 (no guidance), which shows what guidance adds.
@@ -27,25 +27,26 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from nodes.sd.demo.dataset import NEUTRAL, Mentions, caption, random_spec
-from nodes.sd.demo.measure import Reading, colour_error, read_image
+from latentgraph.bundled import demo_models_dir, workflows_dir
+from latentgraph.training.dataset import Mentions, caption, random_spec
+from latentgraph.training.measure import Reading, colour_error, read_image
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-WORKFLOW = REPO_ROOT / "workflows" / "txt2img.json"
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the repository (training/ is a source-checkout tool)
+WORKFLOW = workflows_dir() / "txt2img.json"
 DEMO_NAME = "latentgraph-demo.safetensors"  # the name the shipped workflows load
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / DEMO_NAME
+DEFAULT_CHECKPOINT = demo_models_dir() / DEMO_NAME
 ATTRIBUTES = ("colour", "shape", "background", "position", "size")
 
 
 @contextmanager
 def demo_folders(checkpoint: Path, workdir: Path | None = None) -> Iterator[Any]:
-    """Point the process-wide folders (which input validation also reads) at a scratch tree whose
-    checkpoints folder holds `checkpoint` under the workflows' name; restored afterwards."""
-    from nodes.folders import folders
+    """Folders over a scratch tree whose checkpoints folder holds `checkpoint` under the
+    workflows' name (removed afterwards when this made it)."""
+    from latentgraph.nodes.folders import Folders
 
     checkpoint = Path(checkpoint).resolve()
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"no demo checkpoint at {checkpoint}; train one with python -m nodes.sd.demo.train")
+        raise FileNotFoundError(f"no demo checkpoint at {checkpoint}; train one with python -m latentgraph.training.train")
     owned = workdir is None
     root = Path(tempfile.mkdtemp(prefix="latentgraph-demo-")) if owned else Path(workdir)
     models = root / "models"
@@ -56,15 +57,11 @@ def demo_folders(checkpoint: Path, workdir: Path | None = None) -> Iterator[Any]
             os.link(checkpoint, target)
         except OSError:
             shutil.copyfile(checkpoint, target)
-    saved = {name: getattr(folders, name) for name in ("models", "extra_model_roots", "inputs", "outputs", "temp")}
+    folders = Folders(models=models, inputs=root / "input", outputs=root / "output", temp=root / "temp")
     try:
-        folders.models, folders.extra_model_roots = models, []
-        folders.inputs, folders.outputs, folders.temp = root / "input", root / "output", root / "temp"
         folders.inputs.mkdir(exist_ok=True)
         yield folders
     finally:
-        for name, value in saved.items():
-            setattr(folders, name, value)
         if owned:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -87,9 +84,9 @@ class GraphGenerator:
     saved PNG as a uint8 [H, W, 3] array. Use inside `demo_folders` (or with folders set up)."""
 
     def __init__(self, folders: Any, workflow: dict | None = None, size: int = 64, steps: int = 20):
-        import nodes  # noqa: F401  (registers the node library)
-        from engine import EventBus, Executor, OutputCache, registry
-        from nodes.services import Services
+        import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+        from latentgraph.engine import EventBus, Executor, OutputCache, registry
+        from latentgraph.nodes.services import Services
 
         self.folders = folders
         self.workflow = workflow if workflow is not None else load_workflow()
@@ -203,7 +200,7 @@ def evaluate_checkpoint(checkpoint: Path = DEFAULT_CHECKPOINT, prompts: int = 10
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nodes.sd.demo.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m latentgraph.training.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nodes.sd.demo.dataset import COLOURS, EXTENT, NEUTRAL, POSITIONS, SIZES
+from latentgraph.training.dataset import COLOURS, EXTENT, NEUTRAL, POSITIONS, SIZES
 
 _PALETTE_NAMES = tuple(COLOURS)
 _PALETTE = np.array([COLOURS[name] for name in _PALETTE_NAMES], dtype=np.float64)

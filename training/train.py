@@ -1,6 +1,6 @@
 """Train the demo model on the shapes dataset and write it as one SD1.x LDM-layout checkpoint.
 
-    python -m nodes.sd.demo.train [--output models/checkpoints/latentgraph-demo.safetensors] [--seed 0]
+    python -m latentgraph.training.train [--output models/checkpoints/latentgraph-demo.safetensors] [--seed 0]
 
 Four stages, on the CPU by default (2 threads; `--device cuda` runs them on a GPU):
 
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd.demo.dataset import (
+from latentgraph.training.dataset import (
     COLOURS,
     IMAGE_SIZE,
     POSITIONS,
@@ -53,10 +53,10 @@ from nodes.sd.demo.dataset import (
     ShapesDataset,
     caption,
 )
-from nodes.sd.families import SCALING_FACTOR_METADATA_KEY
-from nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
-from nodes.sd.unet import UNetConfig, UNetModel
-from nodes.sd.vae import AutoencoderKL, VAEConfig
+from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
+from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
+from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
 
 DEFAULT_OUTPUT = Path("models/checkpoints/latentgraph-demo.safetensors")
 
@@ -271,7 +271,7 @@ class CaptionTokens:
         self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, captions: Sequence[str]) -> torch.Tensor:
-        from nodes.sd.prompt import tokenize_prompt
+        from latentgraph.nodes.sd.prompt import tokenize_prompt
 
         rows = []
         for text in captions:
@@ -406,7 +406,7 @@ def train_diffusion(
     """Train the U-Net (and, unless frozen after pretraining, the text encoder) on `vae`'s latents.
 
     on_step(steps_done, unet, text_encoder) is called after every step with the EMA models."""
-    from nodes.sd.schedules import scaled_linear_noise_schedule
+    from latentgraph.nodes.sd.schedules import scaled_linear_noise_schedule
 
     device = torch.device(settings.device)
     generator = set_seed(settings.seed + 1)
@@ -510,7 +510,7 @@ def train(settings: TrainSettings, output: Path, progress_stream: TextIO | None 
 
 
 def _train(settings: TrainSettings, output: Path, progress_stream: TextIO | None, vae_from: Path | None) -> dict:
-    from nodes.sd.checkpoint import load_vae, save_checkpoint
+    from latentgraph.nodes.sd.checkpoint import load_vae, save_checkpoint
 
     started = time.perf_counter()
     log(f"training the demo model (seed {settings.seed}, {settings.threads} threads, "
@@ -564,7 +564,7 @@ def _jsonable(value):
 def parse_args(argv: Sequence[str] | None) -> tuple[TrainSettings, argparse.Namespace]:
     defaults = TrainSettings()
     parser = argparse.ArgumentParser(
-        prog="python -m nodes.sd.demo.train",
+        prog="python -m latentgraph.training.train",
         description="Train the bundled demo model (coloured shapes, 64x64) on the CPU and write its checkpoint.",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"checkpoint path (default {DEFAULT_OUTPUT})")
@@ -607,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_args(argv)
     summary = train(settings, args.output, vae_from=args.vae_from)
     if args.evaluate:
-        from nodes.sd.demo.evaluate import evaluate_checkpoint
+        from latentgraph.training.evaluate import evaluate_checkpoint
 
         summary["evaluation"] = evaluate_checkpoint(args.output, prompts=args.evaluate, seed=settings.seed)
     if args.summary:

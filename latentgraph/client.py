@@ -1,7 +1,7 @@
 """The Python client: submit workflows, follow their events, fetch their images. Synchronous
 (httpx and the websockets sync client), so it works the same in a script and in a notebook.
 
-    from server.client import Client
+    from latentgraph.client import Client
 
     with Client("http://127.0.0.1:8188") as client:          # token: token=... or $LATENTGRAPH_TOKEN
         run = client.submit("workflows/txt2img.json", set={"sampler.seed": 7})
