@@ -148,11 +148,11 @@ def diffusers_modules(unet: Any, vae: Any) -> tuple[Any, Any]:
         create_vae_diffusers_config_from_ldm,
     )
 
-    from latentgraph.nodes.sd.families import UNET_PREFIX, VAE_PREFIX
+    from latentgraph.nodes.sd.layout import UNET_PREFIX, VAE_PREFIX
 
     state = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
     state |= {VAE_PREFIX + k: v for k, v in vae.state_dict().items()}
-    from latentgraph.nodes.sd.families import ldm_original_config
+    from latentgraph.nodes.sd.layout import ldm_original_config
 
     config = ldm_original_config(unet.config, vae.config)
     unet_config = create_unet_diffusers_config_from_ldm(config, state)

@@ -10,13 +10,16 @@ from latentgraph.nodes import ports
 
 @node("clip_text_encode", category="conditioning", title="Encode prompt")
 class ClipTextEncode(Node):
-    """Encode a prompt with the checkpoint's CLIP text encoder. Emphasis works as in A1111 and
-    ComfyUI: (word:1.3), (word) for x1.1, [word] for /1.1. Prompts longer than 75 tokens are split
-    into 75-token windows whose encodings are concatenated; BREAK starts a new window."""
+    """Encode a prompt with the checkpoint's text encoders, as its family conditions on them.
+    Emphasis works as in A1111 and ComfyUI: (word:1.3), (word) for x1.1, [word] for /1.1. Prompts
+    longer than 75 tokens are split into 75-token windows whose encodings are concatenated; BREAK
+    starts a new window."""
 
     clip: Any = Input(port=ports.CLIP, description="text encoder from a checkpoint")
     text: str = Input("", multiline=True, description="the prompt")
-    clip_skip: int = Input(1, ge=1, le=12, description="1 uses the last CLIP layer; 2 the one before it (some anime models)")
+    clip_skip: int = Input(0, ge=0, le=12, description="CLIP layer: 0 the one the model was trained with "
+                                                          "(SD1.x: the last); 1 the last; 2 the one before it "
+                                                          "(some anime models)...")
 
     class Outputs(NodeOutputs):
         conditioning: Any = Output(port=ports.CONDITIONING, description="the encoded prompt")
@@ -25,10 +28,10 @@ class ClipTextEncode(Node):
         import torch
 
         from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry
-        from latentgraph.nodes.sd.prompt import encode_prompt
+        from latentgraph.nodes.sd.prompt import encode_text
 
         with torch.inference_mode():
-            embedding, pooled = encode_prompt(None, self.clip.model, self.text, clip_skip=self.clip_skip)
+            embedding, pooled = encode_text(self.clip.encoders, self.clip.spec, self.text, self.clip_skip or None)
         entry = ConditioningEntry(embedding.float().cpu(), pooled.float().cpu() if pooled is not None else None)
         return self.Outputs(conditioning=Conditioning((entry,)))
 

@@ -44,7 +44,6 @@ class CheckpointLoader(Node):
     def run(self, ctx: RunContext) -> Outputs:
         from latentgraph.nodes.sd.checkpoint import load_checkpoint
         from latentgraph.nodes.sd.handles import DiffusionModel, TextEncoder, Vae
-        from latentgraph.nodes.sd.schedules import scaled_linear_noise_schedule
 
         services = services_of(ctx)
         path = services.folders.model_path("checkpoints", self.checkpoint)
@@ -61,15 +60,15 @@ class CheckpointLoader(Node):
         family = loaded.family
         model = DiffusionModel(
             unet=loaded.unet,
-            schedule=scaled_linear_noise_schedule(),
+            spec=family.spec,
+            schedule=family.spec.schedule.build(),
             prediction_type=family.prediction_type,
-            family=family.name,
             latent_channels=family.latent_channels,
             source=self.checkpoint,
         )
         return self.Outputs(
             model=model,
-            clip=TextEncoder(loaded.text_encoder, family.name, self.checkpoint),
+            clip=TextEncoder(loaded.text_encoders, family.spec, self.checkpoint),
             vae=Vae(loaded.vae, self.checkpoint),
         )
 

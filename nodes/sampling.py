@@ -9,19 +9,22 @@ from latentgraph.nodes import ports
 from latentgraph.nodes.latents import DOWNSCALE
 from latentgraph.nodes.primitives import MAX_SEED
 from latentgraph.nodes.sd.limits import require_within, steps_over
+from latentgraph.nodes.sd.names import SAMPLER_NAMES, SCHEDULE_NAMES
 from latentgraph.nodes.services import services_of
 
-SamplerName = Literal["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m",
-                      "dpmpp_2m_sde", "dpmpp_sde", "dpmpp_3m_sde", "ddim", "uni_pc", "lcm"]
-ScheduleName = Literal["normal", "karras", "exponential", "simple", "sgm_uniform", "ddim_uniform", "beta"]
+SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]  (the names are written once, in nodes.sd.names)
+ScheduleName = Literal[SCHEDULE_NAMES]  # type: ignore[valid-type]
 
 
-def _step_reporter(ctx: RunContext):
-    """Sampler step callback: node progress with a cheap latent preview (also a cancel point)."""
+def _step_reporter(ctx: RunContext, model: Any):
+    """Sampler step callback: node progress with a cheap preview in the model's latent format
+    (also a cancel point)."""
     from latentgraph.nodes.sd.samplers import latent_preview
 
+    latent_format = model.spec.latent
+
     def on_step(step: int, total: int, denoised: Any) -> None:
-        ctx.progress(step, total, preview=latent_preview(denoised))
+        ctx.progress(step, total, preview=latent_preview(denoised, latent_format))
 
     return on_step
 
@@ -85,7 +88,7 @@ class KSampler(Node):
         sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps, self.denoise)
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
-                                     SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx))
+                                     SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model))
         return self.Outputs(latent=latent)
 
 
@@ -174,5 +177,5 @@ class GuidedSampler(Node):
         _check_sampling(ctx, self.model, self.latent, max(0, len(self.sigmas) - 1), guided=self.cfg != 1)
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, self.noise, self.sigmas,
-                                     self.sampler, self.cfg, _step_reporter(ctx))
+                                     self.sampler, self.cfg, _step_reporter(ctx, self.model))
         return self.Outputs(latent=latent)

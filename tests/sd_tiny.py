@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from latentgraph.nodes.sd.checkpoint import save_checkpoint
+from latentgraph.nodes.sd.families import SD1
 from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
 from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
 from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
@@ -32,7 +33,8 @@ TINY_UNET = UNetConfig(
     num_heads=8,
     context_dim=64,
 )
-TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4)
+TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4,
+                     scaling_factor=SD1.latent.scaling_factor)  # an SD1.x VAE, as the loader sees it
 TINY_TEXT_ENCODER = TextEncoderConfig(
     hidden_size=64, num_layers=2, intermediate_size=256, vocab_size=49408, max_positions=77
 )

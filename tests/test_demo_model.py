@@ -128,7 +128,7 @@ def test_the_demo_checkpoint_is_a_small_sd1_checkpoint_with_its_own_vae_scale():
     from safetensors import safe_open
 
     from latentgraph.nodes.sd.checkpoint import load_checkpoint
-    from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+    from latentgraph.nodes.sd.layout import SCALING_FACTOR_METADATA_KEY
 
     assert CHECKPOINT.stat().st_size < 30e6
     with safe_open(str(CHECKPOINT), framework="pt") as handle:
@@ -285,7 +285,7 @@ def test_training_writes_a_loadable_sd1_checkpoint_and_is_deterministic(tmp_path
 
     from latentgraph.nodes.sd.checkpoint import load_checkpoint
     from latentgraph.training.train import train
-    from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+    from latentgraph.nodes.sd.layout import SCALING_FACTOR_METADATA_KEY
 
     threads = torch.get_num_threads()
     progress = io.StringIO()

@@ -19,18 +19,20 @@ import warnings
 from pathlib import Path
 
 import pytest
+from dataclasses import replace
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from latentgraph.nodes.sd import checkpoint as checkpoint_module
 from latentgraph.nodes.sd.checkpoint import CheckpointError, UnsupportedCheckpoint, load_checkpoint, load_vae, save_checkpoint
-from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY, UNET_PREFIX, VAE_PREFIX, detect_family
+from latentgraph.nodes.sd.families import SD1, detect_family
+from latentgraph.nodes.sd.layout import SCALING_FACTOR_METADATA_KEY, UNET_PREFIX, VAE_PREFIX
 from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
 from latentgraph.nodes.sd.text_encoder import file_key as clip_file_key
 from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
 from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig, decode_from_latent, decode_tiled, encode_to_latent
-from latentgraph.nodes.sd.families import ldm_original_config
+from latentgraph.nodes.sd.layout import ldm_original_config
 from sd_tiny import TINY_TEXT_ENCODER, TINY_UNET, TINY_VAE, randomize_, write_tiny_checkpoint
 
 with warnings.catch_warnings():
@@ -116,7 +118,7 @@ def meta_shapes(unet: UNetConfig, text_encoder: TextEncoderConfig | None = None)
         shapes |= {VAE_PREFIX + k: list(v.shape) for k, v in AutoencoderKL(VAEConfig()).state_dict().items()}
         if text_encoder is not None:
             model = build_text_encoder(text_encoder)
-            shapes |= {clip_file_key(model, k): list(v.shape) for k, v in model.state_dict().items()}
+            shapes |= {clip_file_key(model, k, SD1.text_encoders[0].prefix): list(v.shape) for k, v in model.state_dict().items()}
     return shapes
 
 
@@ -136,7 +138,7 @@ SDXL_UNET = UNetConfig(
 def test_full_size_sd15_layout_infers_the_published_sd15_configs():
     family = detect_family(meta_shapes(SD15_UNET, TextEncoderConfig()))
     assert (family.name, family.unet, family.vae, family.text_encoder) == (
-        "sd1", SD15_UNET, VAEConfig(), TextEncoderConfig()
+        "sd1", SD15_UNET, replace(VAEConfig(), scaling_factor=SD1.latent.scaling_factor), TextEncoderConfig()
     )
     assert family.text_encoder.num_heads == 12
 

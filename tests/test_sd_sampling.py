@@ -34,6 +34,7 @@ from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepSchedu
 from PIL import Image
 
 from latentgraph.nodes.sd.denoiser import CFGDenoiser, Denoiser
+from latentgraph.nodes.sd.families import SD1
 from latentgraph.nodes.sd.samplers import (
     SAMPLERS,
     default_noise_sampler,
@@ -60,7 +61,6 @@ from latentgraph.nodes.sd.schedules import (
     beta_sigmas,
     ddim_uniform_sigmas,
     karras_sigmas,
-    scaled_linear_noise_schedule,
     sigmas_for,
 )
 
@@ -76,7 +76,7 @@ SAMPLER_TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def noise_schedule() -> NoiseSchedule:
-    return scaled_linear_noise_schedule()
+    return SD1.schedule.build()
 
 
 def diffusers_sigmas(scheduler) -> torch.Tensor:
@@ -691,12 +691,12 @@ def test_churn_raises_sigma_before_the_model_call(noise_schedule):
 def test_latent_preview_is_a_quick_rgb_image_of_the_latent_size():
     latent = initial_noise((2, 4, 64, 80), seed=0)
     start = time.perf_counter()
-    image = latent_preview(latent)
+    image = latent_preview(latent, SD1.latent)
     assert time.perf_counter() - start < 0.5
     assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (80, 64)
     # A zero latent maps to mid-grey; the first channel pushes towards warm colours.
-    assert latent_preview(torch.zeros(4, 2, 2)).getpixel((0, 0)) == (128, 128, 128)
-    red, green, blue = latent_preview(torch.tensor([1.0, 0, 0, 0]).reshape(4, 1, 1)).getpixel((0, 0))
+    assert latent_preview(torch.zeros(4, 2, 2), SD1.latent).getpixel((0, 0)) == (128, 128, 128)
+    red, green, blue = latent_preview(torch.tensor([1.0, 0, 0, 0]).reshape(4, 1, 1), SD1.latent).getpixel((0, 0))
     assert red > blue > 128
     with pytest.raises(ValueError, match="latent_preview"):
-        latent_preview(torch.zeros(3, 8, 8))
+        latent_preview(torch.zeros(3, 8, 8), SD1.latent)

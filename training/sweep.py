@@ -41,9 +41,10 @@ def batch_scores(unet, text_encoder, vae, prompts: Sequence[tuple[str, dict]], c
     from latentgraph.nodes.sd.denoiser import CFGDenoiser, Denoiser
     from latentgraph.nodes.sd.prompt import encode_prompt
     from latentgraph.nodes.sd.samplers import SAMPLERS
-    from latentgraph.nodes.sd.schedules import karras_sigmas, scaled_linear_noise_schedule
+    from latentgraph.nodes.sd.families import SD1
+    from latentgraph.nodes.sd.schedules import karras_sigmas
 
-    schedule = scaled_linear_noise_schedule()
+    schedule = SD1.schedule.build()
     was_training = unet.training
     unet.eval()
     with torch.no_grad():

@@ -30,10 +30,9 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
@@ -53,7 +52,8 @@ from latentgraph.training.dataset import (
     ShapesDataset,
     caption,
 )
-from latentgraph.nodes.sd.families import SCALING_FACTOR_METADATA_KEY
+from latentgraph.nodes.sd.families import SD1
+from latentgraph.nodes.sd.layout import SCALING_FACTOR_METADATA_KEY
 from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
 from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
 from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
@@ -406,7 +406,6 @@ def train_diffusion(
     """Train the U-Net (and, unless frozen after pretraining, the text encoder) on `vae`'s latents.
 
     on_step(steps_done, unet, text_encoder) is called after every step with the EMA models."""
-    from latentgraph.nodes.sd.schedules import scaled_linear_noise_schedule
 
     device = torch.device(settings.device)
     generator = set_seed(settings.seed + 1)
@@ -417,7 +416,7 @@ def train_diffusion(
     vae = vae.to(device)
     ema_unet = EMA(unet, settings.ema_decay)
 
-    schedule = scaled_linear_noise_schedule()
+    schedule = SD1.schedule.build()
     alphas_cumprod = (1.0 / (schedule.sigmas**2 + 1)).float()  # sigma^2 = (1 - a) / a
     snr = alphas_cumprod / (1 - alphas_cumprod)
     loss_weight = epsilon_loss_weights(snr, settings.min_snr_gamma, settings.x0_weight_floor)

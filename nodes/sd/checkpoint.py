@@ -1,7 +1,7 @@
 """Load and save single-file Stable Diffusion checkpoints in the LDM layout.
 
 A checkpoint is one `.safetensors` file with the U-Net under `model.diffusion_model.`, the VAE
-under `first_stage_model.` and the text encoder under `cond_stage_model.` (SD1.x). Loading reads
+under `first_stage_model.` and the text encoders where the family spec says. Loading reads
 the header, detects the family and infers every config from tensor shapes, checks that the file
 and the modules agree key for key (before reading any tensor data), then builds the modules on
 the meta device (no memory) and fills them one tensor at a time from the memory-mapped file, so
@@ -29,21 +29,19 @@ from torch import nn
 from transformers import CLIPTextModel
 
 from latentgraph.nodes.sd import text_encoder as clip
-from latentgraph.nodes.sd.families import (
+from latentgraph.nodes.sd.families import SD1, ModelFamily, detect_family, ensure_supported
+from latentgraph.nodes.sd.layout import (
     SCALING_FACTOR_METADATA_KEY,
     UNET_PREFIX,
     VAE_PREFIX,
     CheckpointError,
-    ModelFamily,
     UnsupportedCheckpoint,
-    scaling_factor_from_metadata,
     describe_foreign_keys,
-    detect_family,
-    ensure_supported,
     infer_vae_config,
+    scaling_factor_from_metadata,
 )
 from latentgraph.nodes.sd.unet import UNetModel
-from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig
+from latentgraph.nodes.sd.vae import AutoencoderKL
 
 __all__ = [
     "CheckpointError",
@@ -59,12 +57,12 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 # Keys inside the model prefixes that are not weights of our modules and are skipped on purpose:
 # the VAE's training loss (LPIPS, discriminator) that some full checkpoints carry, and CLIP's
-# position_ids, which is rebuilt (see text_encoder.finish_text_encoder).
+# position_ids (see IGNORED_SUFFIXES), which is rebuilt (see text_encoder.finish_text_encoder).
 IGNORED_PREFIXES = (
     VAE_PREFIX + "loss.",
     "loss.",
-    clip.SD1_TEXT_ENCODER_PREFIX + "embeddings.position_ids",
 )
+IGNORED_SUFFIXES = ("embeddings.position_ids",)
 
 # VAE tensors in a standalone VAE file (no `first_stage_model.` prefix).
 VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
@@ -72,14 +70,21 @@ VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
 @dataclass
 class LoadedCheckpoint:
-    """The three models of a checkpoint, in eval mode with gradients off, and what they are."""
+    """The models of a checkpoint, in eval mode with gradients off, and what they are.
+
+    text_encoders: by the names the family spec gives them, in the spec's order."""
 
     unet: UNetModel
     vae: AutoencoderKL
-    text_encoder: CLIPTextModel
+    text_encoders: dict[str, CLIPTextModel]
     family: ModelFamily
     path: Path
     metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text_encoder(self) -> CLIPTextModel:
+        """The first text encoder (the only one of SD1.x)."""
+        return next(iter(self.text_encoders.values()))
 
 
 def resolve_dtype(device: torch.device | str, dtype: torch.dtype | None) -> torch.dtype:
@@ -189,6 +194,7 @@ def _key_problems(part: _Part, shapes: Mapping[str, tuple[int, ...]]) -> list[st
     expected = {part.to_file_key(key): tensor for key, tensor in part.module.state_dict().items()}
     present = {
         key for key in shapes if key.startswith(part.file_prefix) and not key.startswith(IGNORED_PREFIXES)
+        and not key.endswith(IGNORED_SUFFIXES)
     }
     problems = []
     missing = sorted(expected.keys() - present)
@@ -265,27 +271,24 @@ def load_checkpoint(
     with open_tensor_file(path, allow_pickle) as source:
         family = detect_family(source.shapes, source.metadata, prediction_type, source=path.name)
         ensure_supported(family, source=path.name)
-        assert family.text_encoder is not None  # SD1.x always has one
 
         with torch.device("meta"):
             unet = UNetModel(family.unet)
             vae = AutoencoderKL(family.vae)
-            text_encoder = clip.build_text_encoder(family.text_encoder)
-        parts = [
-            _Part("U-Net", unet, UNET_PREFIX, _prefixed(UNET_PREFIX)),
-            _Part("VAE", vae, VAE_PREFIX, _prefixed(VAE_PREFIX)),
-            _Part(
-                "text encoder",
-                text_encoder,
-                clip.SD1_TEXT_ENCODER_PREFIX,
-                lambda key: clip.file_key(text_encoder, key),
-            ),
-        ]
-        _check_and_fill(parts, source, device, [model_dtype, vae_dtype, model_dtype])
-        clip.finish_text_encoder(text_encoder, device)
+            text_encoders = {spec.name: clip.build_text_encoder(config)
+                             for spec, config in zip(family.spec.text_encoders, family.text_encoders)}
+        parts = [_Part("U-Net", unet, UNET_PREFIX, _prefixed(UNET_PREFIX)),
+                 _Part("VAE", vae, VAE_PREFIX, _prefixed(VAE_PREFIX))]
+        for spec in family.spec.text_encoders:
+            model = text_encoders[spec.name]
+            parts.append(_Part(f"text encoder {spec.name}", model, spec.prefix,
+                               lambda key, model=model, prefix=spec.prefix: clip.file_key(model, key, prefix)))
+        _check_and_fill(parts, source, device, [model_dtype, vae_dtype] + [model_dtype] * len(text_encoders))
+        for model in text_encoders.values():
+            clip.finish_text_encoder(model, device)
         metadata = dict(source.metadata)
 
-    return LoadedCheckpoint(unet, vae, text_encoder, family, path, metadata)
+    return LoadedCheckpoint(unet, vae, text_encoders, family, path, metadata)
 
 
 def load_vae(
@@ -300,7 +303,8 @@ def load_vae(
     A full checkpoint works too: its `first_stage_model.*` VAE is taken. The architecture of SD1.x,
     SD2.x and SDXL VAEs is the same, so the scaling factor cannot come from the weights: it is
     `scaling_factor` if given, else the file's `latentgraph.vae_scaling_factor` metadata, else
-    SD1.x/2.x's 0.18215 (pass 0.13025 for an SDXL VAE). dtype None means float32 everywhere.
+    SD1.x's (pass the SDXL spec's `latent.scaling_factor` for an SDXL VAE). dtype None means
+    float32 everywhere.
     """
     path = Path(path)
     device = torch.device(device)
@@ -314,7 +318,7 @@ def load_vae(
         else:
             raise CheckpointError(f"{path.name} is not a VAE: {describe_foreign_keys(source.shapes)}")
         if scaling_factor is None:
-            scaling_factor = scaling_factor_from_metadata(source.metadata, path.name) or VAEConfig.scaling_factor
+            scaling_factor = scaling_factor_from_metadata(source.metadata, path.name) or SD1.latent.scaling_factor
         config = replace(infer_vae_config(source.shapes, prefix), scaling_factor=scaling_factor)
 
         with torch.device("meta"):
@@ -343,7 +347,7 @@ def save_checkpoint(
     metadata: Mapping[str, str] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write the three models as one LDM-layout .safetensors checkpoint that `load_checkpoint` reads.
+    """Write the three models as one SD1.x LDM-layout .safetensors checkpoint that `load_checkpoint` reads.
 
     metadata: extra string -> string header entries, e.g. {"latentgraph.vae_scaling_factor": "0.2"}.
     dtype: convert floating tensors (e.g. torch.float16 to halve the file); None keeps them as they are.
@@ -369,8 +373,9 @@ def save_checkpoint(
         tensors[UNET_PREFIX + key] = prepared(tensor)
     for key, tensor in vae.state_dict().items():
         tensors[VAE_PREFIX + key] = prepared(tensor)
+    prefix = SD1.text_encoders[0].prefix  # an SD1.x checkpoint: its CLIP text encoder's place
     for key, tensor in text_encoder.state_dict().items():
-        tensors[clip.file_key(text_encoder, key)] = prepared(tensor)
+        tensors[clip.file_key(text_encoder, key, prefix)] = prepared(tensor)
 
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata={"format": "pt", **entries})

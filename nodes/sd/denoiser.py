@@ -4,13 +4,14 @@ Samplers (`nodes.sd.samplers`) work in the k-diffusion form: `model(x, sigma, **
 returns the denoised estimate of `x` at noise level `sigma` (a tensor of shape [B]), where
 `x = x0 + sigma * noise`. An SD U-Net instead takes the variance-preserving input
 `x / sqrt(sigma^2 + 1)` and a timestep, and predicts the noise (epsilon) or v. `Denoiser` does the
-conversion (Karras et al. 2022, table 1 with sigma_data = 1); `CFGDenoiser` mixes a conditional and
-an unconditional prediction.
+conversion (Karras et al. 2022, table 1 with sigma_data = 1); `CFGDenoiser` is classifier-free
+guidance over any number of prompts on each side, in one network call per step.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -22,13 +23,14 @@ PredictionType = Literal["epsilon", "v_prediction"]
 
 
 class NoisePredictor(Protocol):
-    """A U-Net-like network: `net(x_in, t, context)`, t a [B] tensor of (continuous) timesteps."""
+    """A U-Net-like network: `net(x_in, t, context)` (and `y`, the extra conditioning vector, for
+    models that take one), t a [B] tensor of (continuous) timesteps."""
 
     def __call__(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
 
 
 class DenoiserFn(Protocol):
-    """A denoiser in k-diffusion form with its conditioning: `denoiser(x, sigma, cond) -> denoised`."""
+    """A denoiser in k-diffusion form with its conditioning: `denoiser(x, sigma, cond, y=None) -> denoised`."""
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor: ...
 
@@ -50,11 +52,14 @@ class Denoiser:
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Denoised estimate of `x` ([B, C, H, W]) at noise levels `sigma` ([B]) given `cond`."""
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                 y: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoised estimate of `x` ([B, C, H, W]) at noise levels `sigma` ([B]) given `cond` (and
+        `y`, the extra conditioning vector of models that take one)."""
         s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
         c_in = 1 / (s**2 + 1).sqrt()
-        out = self.net(x * c_in, self.schedule.sigma_to_t(sigma), cond)
+        t = self.schedule.sigma_to_t(sigma)
+        out = self.net(x * c_in, t, cond) if y is None else self.net(x * c_in, t, cond, y)
         if self.prediction_type == "epsilon":
             return x - s * out
         return x * c_in**2 - out * s * c_in
@@ -72,32 +77,81 @@ def _repeat_to_tokens(cond: torch.Tensor, tokens: int) -> torch.Tensor:
     return cond.repeat(1, tokens // cond.shape[1], 1)
 
 
-@dataclass
-class CFGDenoiser:
-    """Classifier-free guidance: `uncond + cfg_scale * (cond - uncond)`, as a sampler model `(x, sigma)`.
+@dataclass(frozen=True)
+class GuidanceEntry:
+    """One prompt on one side of the guidance: its context [1 or B, tokens, dim], its weight among
+    that side's prompts, and, for models that take one, its extra conditioning vector y [1 or B, n]."""
 
-    Conditioning tensors are [B, tokens, dim]; a batch of 1 is broadcast to the latent batch. Cond
-    and uncond go through the network in one batched forward pass. When their token counts differ
-    (a long prompt encoded as several 77-token chunks against a one-chunk negative), each is
-    repeated along the token axis to the least common multiple of the two lengths. Repeating keys
-    and values leaves cross-attention's output unchanged (every key gets proportionally the same
-    softmax weight), so unlike zero- or end-token padding it changes nothing in the result.
-    With `cfg_scale == 1` (or no uncond) the unconditional pass is skipped.
+    context: torch.Tensor
+    weight: float = 1.0
+    y: torch.Tensor | None = None
+
+
+class CFGDenoiser:
+    """Classifier-free guidance as a sampler model `(x, sigma)`: `uncond + cfg_scale * (cond - uncond)`,
+    where each side is the weight-averaged denoised estimate of its prompts.
+
+    Every prompt of both sides goes through the network in ONE call per step: the latent batch is
+    repeated once per prompt and the contexts are stacked. Contexts of different token counts (a
+    long prompt encoded as several 77-token windows against a one-window negative) are each
+    repeated along the token axis to the least common multiple of the lengths: repeating keys and
+    values leaves cross-attention's output unchanged (every key gets proportionally the same
+    softmax weight), so unlike zero- or end-token padding it changes nothing in the result. A
+    context of batch 1 is broadcast to the latent batch. With `cfg_scale == 1` (or no negative
+    side) the negative prompts are not computed at all.
+
+    positive / negative: GuidanceEntry sequences, or a plain context tensor for one prompt.
     """
 
-    denoiser: DenoiserFn
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
-    cfg_scale: float
+    def __init__(self, denoiser: DenoiserFn, positive: Sequence[GuidanceEntry] | torch.Tensor,
+                 negative: Sequence[GuidanceEntry] | torch.Tensor | None, cfg_scale: float) -> None:
+        self.denoiser = denoiser
+        self.positive = _entries(positive, "positive")
+        self.negative = _entries(negative, "negative") if negative is not None else None
+        self.cfg_scale = cfg_scale
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Guided denoised estimate of `x` at noise levels `sigma` ([B])."""
+        guided = self.negative is not None and self.cfg_scale != 1.0
+        entries = [*self.positive, *(self.negative if guided else ())]
         batch = x.shape[0]
-        cond = _match_batch(self.cond, batch, "cond")
-        if self.uncond is None or self.cfg_scale == 1.0:
-            return self.denoiser(x, sigma, cond)
-        uncond = _match_batch(self.uncond, batch, "uncond")
-        tokens = math.lcm(cond.shape[1], uncond.shape[1])
-        both = torch.cat([_repeat_to_tokens(cond, tokens), _repeat_to_tokens(uncond, tokens)])
-        denoised_cond, denoised_uncond = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
-        return denoised_uncond + self.cfg_scale * (denoised_cond - denoised_uncond)
+        contexts = [_match_batch(e.context, batch, "cond" if i < len(self.positive) else "uncond")
+                    for i, e in enumerate(entries)]
+        tokens = math.lcm(*(c.shape[1] for c in contexts))
+        context = torch.cat([_repeat_to_tokens(c, tokens) for c in contexts])
+        ys = [e.y for e in entries]
+        if any(v is None for v in ys) and not all(v is None for v in ys):
+            raise ValueError("some prompts carry the model's extra conditioning (y) and some do not")
+        y = None if ys[0] is None else torch.cat([_match_batch(v, batch, "y") for v in ys])
+        count = len(entries)
+        if count == 1:
+            out = [self.denoiser(x, sigma, context, y) if y is not None else self.denoiser(x, sigma, context)]
+        else:
+            x_all, sigma_all = torch.cat([x] * count), torch.cat([sigma] * count)
+            denoised = self.denoiser(x_all, sigma_all, context, y) if y is not None else self.denoiser(x_all, sigma_all, context)
+            out = list(denoised.chunk(count))
+        cond = _weighted(out[: len(self.positive)], self.positive)
+        if not guided:
+            return cond
+        uncond = _weighted(out[len(self.positive):], self.negative)
+        return uncond + self.cfg_scale * (cond - uncond)
+
+
+def _entries(side: Sequence[GuidanceEntry] | torch.Tensor, name: str) -> tuple[GuidanceEntry, ...]:
+    entries = (GuidanceEntry(side),) if isinstance(side, torch.Tensor) else tuple(side)
+    if not entries:
+        raise ValueError(f"{name} conditioning is empty")
+    total = sum(e.weight for e in entries)
+    if not total > 0:
+        raise ValueError(f"the {name} prompts' strengths add up to {total}; at least one must be above 0")
+    return tuple(GuidanceEntry(e.context, e.weight / total, e.y) for e in entries)
+
+
+def _weighted(outputs: list[torch.Tensor], entries: Sequence[GuidanceEntry]) -> torch.Tensor:
+    """The weighted sum of one side's estimates (a single prompt: its estimate as it is)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    total = outputs[0] * entries[0].weight
+    for out, entry in zip(outputs[1:], entries[1:]):
+        total = total + out * entry.weight
+    return total

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from latentgraph.nodes.sd.schedules import NoiseSchedule
+from latentgraph.nodes.sd.spec import FamilySpec
 
 
 class ModelHandle:
@@ -27,14 +28,19 @@ class ModelHandle:
 
 @dataclass(eq=False)
 class DiffusionModel(ModelHandle):
-    """A U-Net with what it needs to denoise: its training noise schedule and prediction type."""
+    """A U-Net with what it needs to denoise: its family's spec (latent format, previews, extra
+    conditioning...), its training noise schedule and its prediction type."""
 
     unet: torch.nn.Module
+    spec: FamilySpec
     schedule: NoiseSchedule
     prediction_type: str
-    family: str
     latent_channels: int
     source: str  # the checkpoint's name, for messages
+
+    @property
+    def family(self) -> str:
+        return self.spec.name
 
     @property
     def device(self) -> torch.device:
@@ -44,22 +50,35 @@ class DiffusionModel(ModelHandle):
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The U-Net as a noise predictor in its own device and dtype, returning x's dtype.
+    def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The U-Net as a noise predictor in its own device and dtype, returning x's dtype (`y`:
+        the extra conditioning vector of families that have one).
 
         Timesteps stay float32: fractional timesteps would be rounded in half precision (the U-Net
         embeds them in float32 itself)."""
-        out = self.unet(x.to(self.device, self.dtype), t.to(self.device, torch.float32), context.to(self.device, self.dtype))
+        device, dtype = self.device, self.dtype
+        extra = {} if y is None else {"y": y.to(device, dtype)}
+        out = self.unet(x.to(device, dtype), t.to(device, torch.float32), context.to(device, dtype), **extra)
         return out.to(x.dtype)
 
 
 @dataclass(eq=False)
 class TextEncoder(ModelHandle):
-    """The CLIP text model of a checkpoint (the tokenizer is shared and ships with the package)."""
+    """The text encoders of a checkpoint, by the names its family spec gives them (the tokenizer
+    is shared and ships with the package); the spec says how their outputs become conditioning."""
 
-    model: torch.nn.Module
-    family: str
+    encoders: dict[str, torch.nn.Module]
+    spec: FamilySpec
     source: str
+
+    @property
+    def family(self) -> str:
+        return self.spec.name
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The first text encoder (the only one of SD1.x)."""
+        return next(iter(self.encoders.values()))
 
 
 @dataclass(eq=False)

@@ -42,12 +42,15 @@ rescaled so its mean equals the unweighted mean; this changes every token slight
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 
+from latentgraph.nodes.sd.spec import FamilySpec
 from latentgraph.nodes.sd.tokenizer import BOS_ID, COMMA_ID, EOS_ID, MAX_LENGTH, PAD_ID, get_tokenizer
 
 if TYPE_CHECKING:
@@ -242,13 +245,14 @@ def _empty_chunk_ids() -> torch.Tensor:
     return torch.tensor([BOS_ID] + [EOS_ID] + [PAD_ID] * (MAX_LENGTH - 2), dtype=torch.long)
 
 
-def encode_tokens(text_model: torch.nn.Module, ids: torch.Tensor, clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_tokens(text_model: torch.nn.Module, ids: torch.Tensor, clip_skip: int = 1,
+                  final_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``ids`` ``[batch, 77]`` through a CLIP text model; returns ``(hidden [batch, 77, dim], last [batch, 77, dim])``.
 
-    ``hidden`` is the layer chosen by ``clip_skip`` with the final layer norm applied
-    (``clip_skip=1``: the last layer, i.e. ``last_hidden_state``; ``clip_skip=2``:
-    ``final_layer_norm(hidden_states[-2])``, the SD 1.x "CLIP skip 2"). ``last`` is always the
-    last layer's normed output (what the pooled vector comes from).
+    ``hidden`` is the layer chosen by ``clip_skip`` (``clip_skip=1``: the last layer, i.e.
+    ``last_hidden_state``; ``clip_skip=2``: ``final_layer_norm(hidden_states[-2])``, the SD 1.x
+    "CLIP skip 2"), with the final layer norm applied unless ``final_norm`` is False (SDXL's
+    encoders). ``last`` is always the last layer's normed output (what the pooled vector comes from).
     """
     if clip_skip < 1:
         raise ValueError(f"clip_skip must be >= 1 (1 = last layer), got {clip_skip}")
@@ -258,15 +262,16 @@ def encode_tokens(text_model: torch.nn.Module, ids: torch.Tensor, clip_skip: int
     if final_layer_norm is None:
         final_layer_norm = text_model.text_model.final_layer_norm
     device = next(text_model.parameters()).device
-    out = text_model(input_ids=ids.to(device), output_hidden_states=clip_skip > 1)
+    out = text_model(input_ids=ids.to(device), output_hidden_states=clip_skip > 1 or not final_norm)
     last = out.last_hidden_state
-    if clip_skip == 1:
+    if clip_skip == 1 and final_norm:
         return last, last
     hidden_states = out.hidden_states
     n_layers = len(hidden_states) - 1
     if clip_skip > n_layers:
         raise ValueError(f"clip_skip={clip_skip} but the text model has only {n_layers} layers")
-    return final_layer_norm(hidden_states[-clip_skip]), last
+    hidden = hidden_states[-clip_skip]
+    return (final_layer_norm(hidden) if final_norm else hidden), last
 
 
 def encode_prompt(
@@ -275,6 +280,7 @@ def encode_prompt(
     text: str | None = None,
     clip_skip: int = 1,
     *,
+    final_norm: bool = True,
     weighting: Weighting = "comfy",
     comma_backtrack: int = 20,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,7 +312,7 @@ def encode_prompt(
     batch = torch.cat([ids, _empty_chunk_ids()[None]]) if apply and weighting == "comfy" else ids
 
     with torch.no_grad():
-        z, last = encode_tokens(text_model, batch, clip_skip)
+        z, last = encode_tokens(text_model, batch, clip_skip, final_norm)
         w = weights.to(device=z.device, dtype=z.dtype)[..., None]  # [n, 77, 1]
         if apply and weighting == "comfy":
             z_empty = z[n:]
@@ -325,3 +331,22 @@ def encode_prompt(
             pooled = projection(pooled)
 
     return z[:n].reshape(1, n * MAX_LENGTH, z.shape[-1]), pooled
+
+
+def encode_text(encoders: Mapping[str, torch.nn.Module], spec: FamilySpec, text: str,
+                clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt as the family's conditioning: each text encoder of `spec` encodes it at the layer
+    the family was trained on (`clip_skip`, when given, overrides it for every encoder: 1 the last
+    layer, 2 the one before...), and their hidden states are concatenated along channels into the
+    cross-attention context. The pooled vector is the one of the encoder the spec marks `pooled`,
+    else the first encoder's. Returns (context [1, tokens, dim], pooled [1, dim])."""
+    contexts, pooled, first_pooled = [], None, None
+    for encoder in spec.text_encoders:
+        skip = clip_skip if clip_skip is not None else (2 if encoder.layer == "penultimate" else 1)
+        context, vector = encode_prompt(None, encoders[encoder.name], text, clip_skip=skip,
+                                        final_norm=encoder.final_norm)
+        contexts.append(context)
+        first_pooled = vector if first_pooled is None else first_pooled
+        if encoder.pooled:
+            pooled = vector
+    return torch.cat(contexts, dim=-1), pooled if pooled is not None else first_pooled

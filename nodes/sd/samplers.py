@@ -34,6 +34,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from latentgraph.nodes.sd.names import SAMPLER_NAMES
+from latentgraph.nodes.sd.spec import LatentFormat, latent_rgb
+
 NoiseSampler = Callable[[float, float], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
 
@@ -610,48 +613,26 @@ def sample_lcm(
     return x
 
 
-SAMPLERS: dict[str, Sampler] = {
-    "euler": sample_euler,
-    "euler_ancestral": sample_euler_ancestral,
-    "heun": sample_heun,
-    "dpm_2": sample_dpm_2,
-    "dpm_2_ancestral": sample_dpm_2_ancestral,
-    "lms": sample_lms,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
-    "dpmpp_sde": sample_dpmpp_sde,
-    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
-    "ddim": sample_ddim,
-    "uni_pc": sample_uni_pc,
-    "lcm": sample_lcm,
-}
+# Every sampler by its name (the names are written once, in `names`).
+SAMPLERS: dict[str, Sampler] = {name: globals()[f"sample_{name}"] for name in SAMPLER_NAMES}
 
 
 # ---------------------------------------------------------------------------------------------
 # Preview
 
-# Least-squares fit from SD1.x latent channels to RGB in [-1, 1], as used by ComfyUI's
-# `latent_formats.SD15` (rows: latent channel, columns: R, G, B). SD1.x has no published bias.
-SD1_LATENT_RGB_FACTORS = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
+def latent_preview(latent: torch.Tensor, latent_format: LatentFormat) -> Image.Image:
+    """A rough RGB image of a latent by the family's fixed linear map (`LatentFormat.rgb_factors`), no VAE.
 
-
-def latent_preview(latent: torch.Tensor) -> Image.Image:
-    """A rough RGB image of an SD1.x latent by a fixed 4 -> 3 linear map, no VAE.
-
-    `latent` is [4, H, W] or [B, 4, H, W] (the first image is shown), in the sampler's scaled latent
+    `latent` is [C, H, W] or [B, C, H, W] (the first image is shown), in the sampler's scaled latent
     space (pass the callback's `denoised` for a clean-looking preview). The image is H x W, i.e. 1/8
     of the decoded size; scale it up for display if needed.
     """
     if latent.ndim == 4:
         latent = latent[0]
-    if latent.ndim != 3 or latent.shape[0] != 4:
-        raise ValueError(f"latent_preview expects a [4, H, W] or [B, 4, H, W] latent, got shape {tuple(latent.shape)}")
-    factors = torch.tensor(SD1_LATENT_RGB_FACTORS, dtype=torch.float32, device=latent.device)
-    rgb = torch.einsum("chw,cr->hwr", latent.detach().float(), factors)
+    channels = len(latent_format.rgb_factors)
+    if latent.ndim != 3 or latent.shape[0] != channels:
+        raise ValueError(f"latent_preview expects a [{channels}, H, W] or [B, {channels}, H, W] latent, "
+                         f"got shape {tuple(latent.shape)}")
+    rgb = latent_rgb(latent, latent_format)
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).cpu().numpy()
     return Image.fromarray(pixels)

@@ -1,4 +1,4 @@
-"""Noise schedules: the discrete training schedule of SD1.x and the step schedules built on it.
+"""Noise schedules: a family's discrete training schedule and the step schedules built on it.
 
 A *noise schedule* (`NoiseSchedule`) is what the network was trained with: one sigma per training
 timestep, `sigma_t = sqrt((1 - alphas_cumprod[t]) / alphas_cumprod[t])`, ascending in t.
@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from latentgraph.nodes.sd.names import SCHEDULE_NAMES
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,10 +83,9 @@ class NoiseSchedule:
         return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
 
 
-def scaled_linear_noise_schedule(
-    beta_start: float = 0.00085, beta_end: float = 0.012, num_timesteps: int = 1000
-) -> NoiseSchedule:
-    """The SD1.x / SD2.x training schedule: betas linear in sqrt between `beta_start` and `beta_end`.
+def scaled_linear_noise_schedule(beta_start: float, beta_end: float, num_timesteps: int) -> NoiseSchedule:
+    """A "scaled linear" training schedule (SD's): betas linear in sqrt between `beta_start` and
+    `beta_end` (the family spec's `schedule` holds the values).
 
     Computed in float64 (diffusers computes the same in float32; they agree to ~1e-6 relative).
     """
@@ -205,15 +206,8 @@ def beta_ppf(q: np.ndarray, alpha: float, beta: float) -> np.ndarray:
 
 Schedule = Callable[[NoiseSchedule, int], torch.Tensor]
 
-SCHEDULES: dict[str, Schedule] = {
-    "normal": normal_sigmas,
-    "karras": karras_sigmas,
-    "exponential": exponential_sigmas,
-    "sgm_uniform": sgm_uniform_sigmas,
-    "simple": simple_sigmas,
-    "ddim_uniform": ddim_uniform_sigmas,
-    "beta": beta_sigmas,
-}
+# Every step schedule by its name (the names are written once, in `names`).
+SCHEDULES: dict[str, Schedule] = {name: globals()[f"{name}_sigmas"] for name in SCHEDULE_NAMES}
 
 
 def sigmas_for(schedule_name: str, noise_schedule: NoiseSchedule, steps: int, denoise: float = 1.0) -> torch.Tensor:

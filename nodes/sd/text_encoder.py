@@ -1,8 +1,8 @@
-"""The CLIP text encoder of SD1.x, as transformers' CLIPTextModel.
+"""CLIP text encoders stored in transformers' layout, as transformers' CLIPTextModel.
 
-SD1.x checkpoints store OpenAI's CLIP ViT-L/14 text tower under
-`cond_stage_model.transformer.text_model.*`, in the layout transformers uses, so the weights load
-as they are. transformers 5.x flattened CLIPTextModel (its own keys carry no `text_model.` prefix,
+A family spec says where a checkpoint keeps each of its text encoders (SD1.x: OpenAI's CLIP
+ViT-L/14 text tower under `cond_stage_model.transformer.text_model.*`); those in the layout
+transformers uses load as they are. transformers 5.x flattened CLIPTextModel (its own keys carry no `text_model.` prefix,
 older versions wrapped everything in `.text_model`); `model_key_prefix` tells which one is
 installed, and `file_key` maps the model's keys to the file's for both.
 """
@@ -14,9 +14,6 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-# Where the text model sits in an SD1.x LDM checkpoint.
-SD1_TEXT_ENCODER_PREFIX = "cond_stage_model.transformer.text_model."
-
 # The CLIP tokenizer's special tokens (vocabulary of 49408).
 START_OF_TEXT = 49406
 END_OF_TEXT = 49407
@@ -24,7 +21,7 @@ END_OF_TEXT = 49407
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """Shape of a CLIP text encoder. Defaults are CLIP ViT-L/14's (SD1.x).
+    """Shape of a CLIP text encoder. Defaults are CLIP ViT-L/14's.
 
     hidden_size: token width, which is also the U-Net's context_dim (768).
     num_layers: transformer layers (12).
@@ -80,7 +77,7 @@ def model_key_prefix(model: CLIPTextModel) -> str:
     return "text_model." if hasattr(model, "text_model") else ""
 
 
-def file_key(model: CLIPTextModel, model_key: str, prefix: str = SD1_TEXT_ENCODER_PREFIX) -> str:
+def file_key(model: CLIPTextModel, model_key: str, prefix: str) -> str:
     """The checkpoint key for one of the model's state_dict keys."""
     return prefix + model_key.removeprefix(model_key_prefix(model))
 

@@ -6,7 +6,7 @@ latents; the decoder takes latents back up to an image. Attribute names follow t
 loads without conversion.
 
 The diffusion model does not see the raw latent but `latent * scaling_factor`, which brings it to
-unit variance (SD1.x/2.x: 0.18215, SDXL: 0.13025). `encode_to_latent` and `decode_from_latent` are
+unit variance (the family's spec, or the file, gives the factor). `encode_to_latent` and `decode_from_latent` are
 the caller-facing helpers that apply it; `decode_from_latent` switches to tiles for large images.
 Between blocks and tiles, and between the pieces large convolutions and the mid-block attention are
 split into (`nodes.sd.chunked`), encode and decode offer cancel points (`nodes.sd.interrupt`).
@@ -46,7 +46,7 @@ class VAEConfig:
     num_res_blocks: int = 2
     z_channels: int = 4
     embed_dim: int = 4
-    scaling_factor: float = 0.18215
+    scaling_factor: float = 1.0  # set from the family spec or the file when a VAE is loaded
 
     @property
     def downscale(self) -> int:

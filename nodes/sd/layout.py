@@ -1,10 +1,10 @@
-"""Which kind of Stable Diffusion a checkpoint holds, and the shapes of its parts.
+"""The LDM single-file layout: where each part sits, and its config read off tensor shapes.
 
 Everything here reads only key names and tensor shapes (no tensor data), so a 7 GB file is
-classified from its header, and a tiny test checkpoint in the same layout goes through exactly the
+understood from its header, and a tiny test checkpoint in the same layout goes through exactly the
 same inference as a real one. Configs are inferred from shapes, not looked up by family, so
-fine-tunes with unusual widths still load; what the weights cannot tell (SD1.x's 8 heads vs
-SD2.x's 64-channel heads, v-prediction) comes from the family or from the caller.
+fine-tunes with unusual widths still load; what the weights cannot tell (attention heads,
+v-prediction) comes from the family spec (`families`) or from the caller.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from latentgraph.nodes.sd.text_encoder import SD1_TEXT_ENCODER_PREFIX, TextEncoderConfig
+from latentgraph.nodes.sd.text_encoder import TextEncoderConfig
 from latentgraph.nodes.sd.unet import UNetConfig
 from latentgraph.nodes.sd.vae import VAEConfig
 
@@ -39,105 +39,6 @@ class UnsupportedCheckpoint(CheckpointError):
     def __init__(self, message: str, family: str | None):
         super().__init__(message)
         self.family = family
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """A detected checkpoint family with the configs inferred from its tensors.
-
-    name: short id ("sd1", "sd2", "sdxl", "sdxl_refiner"); label: for people.
-    text_encoder: None where the family's encoder is not one this version builds.
-    prediction_type: "epsilon" (the U-Net predicts noise) or "v_prediction".
-    """
-
-    name: str
-    label: str
-    unet: UNetConfig
-    vae: VAEConfig
-    text_encoder: TextEncoderConfig | None
-    prediction_type: str
-
-    @property
-    def vae_scaling_factor(self) -> float:
-        return self.vae.scaling_factor
-
-    @property
-    def latent_channels(self) -> int:
-        return self.vae.embed_dim
-
-
-# What this version loads, by family name.
-SUPPORTED_FAMILIES = {"sd1": "Stable Diffusion 1.x"}
-
-_DEFAULT_SCALING_FACTOR = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
-
-
-def detect_family(
-    shapes: Mapping[str, Sequence[int]],
-    metadata: Mapping[str, str] | None = None,
-    prediction_type: str | None = None,
-    source: str = "the checkpoint",
-) -> ModelFamily:
-    """Classify a checkpoint from its key -> shape table and infer its configs.
-
-    prediction_type: "epsilon" or "v_prediction". The weights cannot tell them apart (SD2.x
-        768-v and the 512 base have identical shapes), so None means the family's usual choice,
-        epsilon, and callers pass "v_prediction" for v-models.
-    source: how messages name the file.
-    Raises CheckpointError for files that are not an LDM-layout SD checkpoint (saying what they
-    look like instead); SD2.x and SDXL are detected and returned, see `ensure_supported`.
-    """
-    keys = shapes.keys()
-    if not any(key.startswith(UNET_PREFIX) for key in keys):
-        raise CheckpointError(f"{source} is not a Stable Diffusion checkpoint: {describe_foreign_keys(keys)}")
-
-    has_label_emb = UNET_PREFIX + "label_emb.0.0.weight" in shapes
-    if has_label_emb or any(key.startswith(SDXL_CONDITIONER_PREFIX) for key in keys):
-        refiner = not any(key.startswith(SDXL_CONDITIONER_PREFIX + "1.") for key in keys)
-        name, label = ("sdxl_refiner", "Stable Diffusion XL refiner") if refiner else ("sdxl", "Stable Diffusion XL")
-        unet = infer_unet_config(shapes, num_head_channels=64)
-        text_encoder = None
-    elif any(key.startswith(OPENCLIP_PREFIX) for key in keys):
-        name, label = "sd2", "Stable Diffusion 2.x"
-        unet = infer_unet_config(shapes, num_head_channels=64)
-        text_encoder = None
-    elif any(key.startswith(SD1_TEXT_ENCODER_PREFIX) for key in keys):
-        name, label = "sd1", "Stable Diffusion 1.x"
-        unet = infer_unet_config(shapes, num_heads=8)
-        text_encoder = infer_text_encoder_config(shapes)
-        if text_encoder.hidden_size != unet.context_dim:
-            raise CheckpointError(
-                f"{source}: the text encoder is {text_encoder.hidden_size} wide but the U-Net's "
-                f"cross-attention reads {unet.context_dim}; the file mixes parts of different models"
-            )
-    else:
-        raise UnsupportedCheckpoint(
-            f"{source} has a U-Net (model.diffusion_model.*) but no text encoder Latentgraph "
-            f"recognises (expected {SD1_TEXT_ENCODER_PREFIX}* for Stable Diffusion 1.x); "
-            f"{_supported_sentence()}",
-            family=None,
-        )
-
-    if prediction_type is None:
-        prediction_type = "epsilon"
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-
-    scaling_factor = scaling_factor_from_metadata(metadata, source)
-    if scaling_factor is None:
-        scaling_factor = _DEFAULT_SCALING_FACTOR[name]
-    vae = replace(infer_vae_config(shapes), scaling_factor=scaling_factor)
-    return ModelFamily(name, label, unet, vae, text_encoder, prediction_type)
-
-
-def ensure_supported(family: ModelFamily, source: str = "the checkpoint") -> None:
-    """Raise UnsupportedCheckpoint unless this version can load the family."""
-    if family.name not in SUPPORTED_FAMILIES:
-        raise UnsupportedCheckpoint(f"{source} is a {family.label} checkpoint; {_supported_sentence()}", family.name)
-
-
-def _supported_sentence() -> str:
-    return "this version of Latentgraph loads " + ", ".join(SUPPORTED_FAMILIES.values()) + " checkpoints"
 
 
 def scaling_factor_from_metadata(metadata: Mapping[str, str] | None, source: str = "the file") -> float | None:
@@ -265,9 +166,7 @@ def infer_vae_config(shapes: Mapping[str, Sequence[int]], prefix: str = VAE_PREF
     )
 
 
-def infer_text_encoder_config(
-    shapes: Mapping[str, Sequence[int]], prefix: str = SD1_TEXT_ENCODER_PREFIX
-) -> TextEncoderConfig:
+def infer_text_encoder_config(shapes: Mapping[str, Sequence[int]], prefix: str, hidden_act: str = "quick_gelu") -> TextEncoderConfig:
     """Read a CLIP text encoder's config from its tensor shapes (transformers' key layout)."""
     keys = [key for key in shapes if key.startswith(prefix)]
     vocab_size, hidden_size = _shape(shapes, prefix + "embeddings.token_embedding.weight", "text encoder")
@@ -280,6 +179,7 @@ def infer_text_encoder_config(
         intermediate_size=intermediate,
         vocab_size=vocab_size,
         max_positions=max_positions,
+        hidden_act=hidden_act,
     )
 
 

@@ -1,0 +1,131 @@
+"""The model families Latentgraph knows, one spec module each, and telling which one a file holds.
+
+`FAMILIES` lists the specs in detection order, most specific first; `detect_family` classifies a
+checkpoint from its key -> shape table and infers the configs of its parts (`layout`), filling in
+what the weights cannot tell from the family's spec. Adding a family: write its spec module and
+add it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from latentgraph.nodes.sd.families.sd1 import SD1
+from latentgraph.nodes.sd.families.sd2 import SD2
+from latentgraph.nodes.sd.families.sdxl import SDXL, SDXL_REFINER
+from latentgraph.nodes.sd.layout import (
+    PREDICTION_TYPES,
+    UNET_PREFIX,
+    CheckpointError,
+    UnsupportedCheckpoint,
+    describe_foreign_keys,
+    infer_text_encoder_config,
+    infer_unet_config,
+    infer_vae_config,
+    scaling_factor_from_metadata,
+)
+from latentgraph.nodes.sd.spec import FamilySpec
+from latentgraph.nodes.sd.text_encoder import TextEncoderConfig
+from latentgraph.nodes.sd.unet import UNetConfig
+from latentgraph.nodes.sd.vae import VAEConfig
+
+FAMILIES: tuple[FamilySpec, ...] = (SDXL, SDXL_REFINER, SD2, SD1)
+
+
+def family_named(name: str) -> FamilySpec:
+    for spec in FAMILIES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no model family {name!r} (known: {', '.join(s.name for s in FAMILIES)})")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A checkpoint's family with the configs inferred from its tensors.
+
+    spec: the family's facts. text_encoders: one config per spec text encoder (None where this
+    version cannot build that layout yet). prediction_type: "epsilon" or "v_prediction".
+    """
+
+    spec: FamilySpec
+    unet: UNetConfig
+    vae: VAEConfig
+    text_encoders: tuple[TextEncoderConfig | None, ...]
+    prediction_type: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def text_encoder(self) -> TextEncoderConfig | None:
+        """The first text encoder's config (the only one for SD1.x)."""
+        return self.text_encoders[0] if self.text_encoders else None
+
+    @property
+    def vae_scaling_factor(self) -> float:
+        return self.vae.scaling_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.embed_dim
+
+
+def detect_family(
+    shapes: Mapping[str, Sequence[int]],
+    metadata: Mapping[str, str] | None = None,
+    prediction_type: str | None = None,
+    source: str = "the checkpoint",
+) -> ModelFamily:
+    """Classify a checkpoint from its key -> shape table and infer its configs.
+
+    prediction_type: "epsilon" or "v_prediction"; None means the family's usual choice.
+    source: how messages name the file.
+    Raises CheckpointError for files that are not an LDM-layout SD checkpoint (saying what they
+    look like instead), UnsupportedCheckpoint for a U-Net with no text encoder any family has;
+    recognised families this version cannot load are returned (see `ensure_supported`).
+    """
+    keys = shapes.keys()
+    if not any(key.startswith(UNET_PREFIX) for key in keys):
+        raise CheckpointError(f"{source} is not a Stable Diffusion checkpoint: {describe_foreign_keys(keys)}")
+    spec = next((spec for spec in FAMILIES if spec.detect(shapes)), None)
+    if spec is None:
+        expected = ", ".join(f"{e.prefix}* ({s.label})" for s in FAMILIES for e in s.text_encoders[:1])
+        raise UnsupportedCheckpoint(
+            f"{source} has a U-Net (model.diffusion_model.*) but no text encoder Latentgraph recognises "
+            f"(expected one of {expected}); {_supported_sentence()}", family=None)
+
+    unet = infer_unet_config(shapes, **spec.unet_heads)
+    text_encoders = tuple(infer_text_encoder_config(shapes, e.prefix, e.hidden_act) if e.layout == "transformers"
+                          and spec.supported else None for e in spec.text_encoders)
+    context = sum(e.hidden_size for e in text_encoders if e is not None)
+    if spec.supported and context != unet.context_dim:
+        raise CheckpointError(
+            f"{source}: the text encoder is {context} wide but the U-Net's cross-attention reads "
+            f"{unet.context_dim}; the file mixes parts of different models")
+
+    prediction_type = prediction_type or spec.prediction_type
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    scaling_factor = scaling_factor_from_metadata(metadata, source)
+    vae = replace(infer_vae_config(shapes), scaling_factor=scaling_factor or spec.latent.scaling_factor)
+    return ModelFamily(spec, unet, vae, text_encoders, prediction_type)
+
+
+def ensure_supported(family: ModelFamily, source: str = "the checkpoint") -> None:
+    """Raise UnsupportedCheckpoint unless this version can load the family."""
+    if not family.spec.supported:
+        raise UnsupportedCheckpoint(f"{source} is a {family.label} checkpoint; {_supported_sentence()}", family.name)
+
+
+def _supported_sentence() -> str:
+    return "this version of Latentgraph loads " + ", ".join(s.label for s in FAMILIES if s.supported) + " checkpoints"
+
+
+__all__ = ["FAMILIES", "ModelFamily", "SD1", "SD2", "SDXL", "SDXL_REFINER", "detect_family", "ensure_supported",
+           "family_named"]
