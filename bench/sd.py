@@ -237,6 +237,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     from latentgraph.engine import EventBus, Executor, OutputCache, registry
     from latentgraph.nodes.folders import Folders
     from latentgraph.nodes.images import save_pngs
+    from latentgraph.nodes.sd.families import SD1
     from latentgraph.nodes.sd.handles import Noise, SamplerChoice
     from latentgraph.nodes.sd.sample import denoise_latents
     from latentgraph.nodes.sd.schedules import sigmas_for
@@ -315,8 +316,10 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     del x, context, z, cases
 
     # txt2img: the graph re-run with a new seed, diffusers' pipeline, and the nodes' code called directly.
+    schedule = SD1.schedule  # the diffusers scheduler gets the family's own training schedule
     scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=schedule.timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+        beta_schedule=schedule.beta_schedule,
         algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, final_sigmas_type="zero")
     pipeline = StableDiffusionPipeline(
         vae=reference_vae, text_encoder=handles["checkpoint"]["clip"].model, tokenizer=get_tokenizer(),

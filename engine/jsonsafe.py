@@ -100,6 +100,8 @@ def find_json_problems(document: Any, *, max_depth: int = MAX_DEPTH, limit: int 
     """Every string (object keys too) holding a lone surrogate, every NaN or infinity, and every
     object or array nested deeper than `max_depth`, in document order, at most `limit` of them.
     Iterative: a document nested 100,000 levels deep is walked as easily as a flat one."""
+    if _clean(document, max_depth):
+        return []  # the usual case, proved in C and numpy; the walk below finds where a problem is
     problems: list[JsonProblem] = []
     stack: list[tuple[Any, tuple[str | int, ...], int]] = [(document, prefix, 0)]
     while stack and len(problems) < limit:
@@ -131,6 +133,29 @@ def find_json_problems(document: Any, *, max_depth: int = MAX_DEPTH, limit: int 
                 children = [(item, (*path, index), depth + 1) for index, item in enumerate(value)]
             stack.extend(reversed(children))
     return problems[:limit]
+
+
+def _clean(document: Any, max_depth: int) -> bool:
+    """True when the document surely has none of the problems `find_json_problems` looks for: no
+    nesting past `max_depth` (a walk over containers only), and it serialises (in C) without NaN
+    or infinities to text that encodes as UTF-8. False means "walk it": a problem, or a value JSON
+    cannot hold."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        if not isinstance(value, (dict, list, tuple)):
+            continue
+        if depth > max_depth:
+            return False
+        for child in (value.values() if isinstance(value, dict) else value):
+            if isinstance(child, (dict, list, tuple)):
+                push((child, depth + 1))
+    try:
+        json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def find_deep_nesting(data: bytes | str, max_depth: int = MAX_DEPTH) -> JsonProblem | None:

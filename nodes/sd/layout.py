@@ -20,8 +20,6 @@ from latentgraph.nodes.sd.vae import VAEConfig
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-OPENCLIP_PREFIX = "cond_stage_model.model."  # SD2.x: OpenCLIP ViT-H in open_clip's own layout
-SDXL_CONDITIONER_PREFIX = "conditioner.embedders."
 
 # safetensors metadata key that overrides the family's VAE scaling factor (our demo model sets it).
 SCALING_FACTOR_METADATA_KEY = "latentgraph.vae_scaling_factor"

@@ -7,7 +7,6 @@ score; both use their own VAE scaling and preview colours, SD1.x's schedule, 64-
 from __future__ import annotations
 
 from latentgraph.nodes.sd.families.sd1 import SCHEDULE
-from latentgraph.nodes.sd.layout import UNET_PREFIX
 from latentgraph.nodes.sd.spec import FamilySpec, LatentFormat, Shapes, TextEncoderSpec
 
 CONDITIONER_PREFIX = "conditioner.embedders."
@@ -34,7 +33,8 @@ REFINER_CLIP_G = TextEncoderSpec(name="clip_g", prefix=CONDITIONER_PREFIX + "0.m
 
 
 def _is_xl(shapes: Shapes) -> bool:
-    return UNET_PREFIX + "label_emb.0.0.weight" in shapes or any(k.startswith(CONDITIONER_PREFIX) for k in shapes)
+    # By the conditioner's keys, not the U-Net's label_emb: SD2.1 unCLIP has a label_emb too.
+    return any(k.startswith(CONDITIONER_PREFIX) for k in shapes)
 
 
 def detect_base(shapes: Shapes) -> bool:
