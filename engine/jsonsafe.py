@@ -136,25 +136,36 @@ def find_json_problems(document: Any, *, max_depth: int = MAX_DEPTH, limit: int 
 
 
 def _clean(document: Any, max_depth: int) -> bool:
-    """True when the document surely has none of the problems `find_json_problems` looks for: no
-    nesting past `max_depth` (a walk over containers only), and it serialises (in C) without NaN
-    or infinities to text that encodes as UTF-8. False means "walk it": a problem, or a value JSON
-    cannot hold."""
+    """True when the document surely has none of the problems `find_json_problems` looks for, in
+    one cheap walk: no nesting past `max_depth`, no NaN or infinity, and all text ASCII. False
+    means "walk it properly": a problem, or non-ASCII text that may well be fine."""
+    if not isinstance(document, (dict, list, tuple)):
+        return False
     stack: list[tuple[Any, int]] = [(document, 1)]
-    pop, push = stack.pop, stack.append
+    pop, push, isfinite = stack.pop, stack.append, math.isfinite
     while stack:
         value, depth = pop()
-        if not isinstance(value, (dict, list, tuple)):
-            continue
         if depth > max_depth:
             return False
-        for child in (value.values() if isinstance(value, dict) else value):
-            if isinstance(child, (dict, list, tuple)):
+        if type(value) is dict:
+            for key in value:
+                if type(key) is not str or not key.isascii():
+                    return False
+            children = value.values()
+        else:
+            children = value
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if not child.isascii():
+                    return False
+            elif kind is float:
+                if not isfinite(child):
+                    return False
+            elif kind is dict or kind is list or kind is tuple:
                 push((child, depth + 1))
-    try:
-        json.dumps(document, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
-        return False
+            elif isinstance(child, (str, float, dict, list, tuple)):  # a subclass: the full walk judges
+                return False
     return True
 
 

@@ -95,12 +95,15 @@ class Vae(ModelHandle):
 
 @dataclass(frozen=True, eq=False)
 class ConditioningEntry:
-    """One encoded prompt: token embeddings [1, tokens, dim], pooled [1, dim], and its weight when
-    several prompts are combined."""
+    """One encoded prompt: token embeddings [1, tokens, dim], pooled [1, dim], its weight when
+    several prompts are combined, and `extra`: the family's other conditioning inputs by name
+    (what the spec's `extra_conditioning` lists, such as SDXL's sizes and crop), from which the
+    family builds the U-Net's `y` vector."""
 
     embedding: torch.Tensor
     pooled: torch.Tensor | None = None
     strength: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
