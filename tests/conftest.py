@@ -5,9 +5,15 @@ Model fixtures import torch lazily, so tests that never ask for them (the engine
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Torch's OpenMP threads spin while they wait for work by default; on a machine whose cores are
+# busy with something else that makes small models 10-100x slower (the suite must pass on a busy
+# machine). Set before anything imports torch; servers the tests start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
