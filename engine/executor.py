@@ -328,10 +328,15 @@ class Executor:
             return
         for kind, values in (("output", outputs), ("result", results)):
             for name, value in values.items():
-                size = text_size(value, cap)
+                if type(value) in _NO_TEXT:  # the common small values: nothing to measure
+                    continue
+                size = len(value) if type(value) is str else text_size(value, cap)
                 if size > cap:
                     raise ValueTooLarge(f"{kind} {name!r} holds more than {cap:,} characters of text "
                                         f"(the limit for one value); it was not kept")
+
+
+_NO_TEXT = frozenset({int, float, bool, type(None)})
 
 
 def _outputs_of(cls: type, produced: Any) -> dict[str, Any]:
