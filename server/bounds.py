@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from latentgraph.engine.jsonsafe import scrub_text
+
 MAX_ITEMS = 10_000
 MAX_DEPTH = 32
 TRUNCATED_MARK = "…[truncated]"
@@ -36,9 +38,7 @@ def _bound(value: Any, path: str, notes: list[dict[str, Any]], max_string: int, 
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)  # JSON has no NaN or Infinity
     if isinstance(value, (str, bytes, bytearray)):
-        text = value if isinstance(value, str) else f"<{len(value)} bytes>"
-        if _has_surrogate(text):  # a lone surrogate could not be written as UTF-8
-            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = scrub_text(value) if isinstance(value, str) else f"<{len(value)} bytes>"  # storable as UTF-8
         keep = max(0, min(len(text), max_string, remaining[0]))
         remaining[0] -= keep
         if keep < len(text):
@@ -66,14 +66,6 @@ def _bound(value: Any, path: str, notes: list[dict[str, Any]], max_string: int, 
             items.append(_bound(item, f"{path}[{index}]", notes, max_string, remaining, depth + 1))
         return items
     return _bound(repr(value), path, notes, max_string, remaining, depth)
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
 
 
 __all__ = ["MAX_DEPTH", "MAX_ITEMS", "StoredBounds", "TRUNCATED_MARK"]

@@ -64,11 +64,7 @@ class ServerConfig:
     preview_max_side: int = 256  # step previews are scaled down to this
 
     # What one run may cost (0 switches a bound off); see README "Limits".
-    max_pixels: int = RunLimits.max_pixels  # width x height of any image or latent a run makes
-    max_batch: int = RunLimits.max_batch
-    max_steps: int = RunLimits.max_steps
-    memory_fraction: float = RunLimits.memory_fraction  # of the free memory, for one sampling or decode
-    min_free_disk: int = RunLimits.min_free_disk  # bytes that must stay free where images are saved
+    limits: RunLimits = field(default_factory=RunLimits)  # pixels, batch, steps, memory, free disk: the nodes check them
     max_run_seconds: float = 3600.0  # a run still going after this fails (checked at every cancel point)
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES  # text in any one value a node makes, in memory
     max_stored_value: int = 64 << 10  # characters of one string stored with a run (longer: truncated, flagged)

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from latentgraph.engine import EventBus, ExecutionLimits, Executor, NodeRegistry, OutputCache
 from latentgraph.nodes.folders import IMAGE_EXTENSIONS, Folders
-from latentgraph.nodes.services import RunLimits, Services
+from latentgraph.nodes.services import Services
 from latentgraph.server.backup import BackupScheduler, damaged_message, is_damage, prepare_database
 from latentgraph.server.bounds import StoredBounds
 from latentgraph.server.catalog import CatalogCache
@@ -81,10 +81,8 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
     folders = Folders.from_options(models=config.models_dir, extra_model_roots=list(config.extra_model_roots),
                                    inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir,
                                    follow_symlinks=config.follow_symlinks)
-    limits = RunLimits(max_pixels=config.max_pixels, max_batch=config.max_batch, max_steps=config.max_steps,
-                       memory_fraction=config.memory_fraction, min_free_disk=config.min_free_disk)
     services = Services(folders=folders, device=config.device, precision=config.precision,
-                        allow_pickle=config.allow_pickle, limits=limits)
+                        allow_pickle=config.allow_pickle, limits=config.limits)
     executor = Executor(registry, OutputCache(config.cache_bytes), services=services, events=EventBus(),
                         limits=ExecutionLimits(max_value_bytes=config.max_value_bytes,
                                                max_seconds=config.max_run_seconds))

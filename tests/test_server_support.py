@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,8 +20,11 @@ from websockets.sync.client import connect as ws_connect
 
 from latentgraph.engine import Input, Node, NodeOutputs, NodeRegistry, Output, RunContext, link
 from latentgraph.engine import registry as global_registry
+from latentgraph.nodes.services import RunLimits
 from latentgraph.server import ServerConfig
 from latentgraph.server.testing import ServerThread
+
+RUN_LIMITS = {f.name for f in fields(RunLimits)}  # start_server(max_steps=...) sets config.limits
 
 ROOT = Path(__file__).resolve().parents[1]
 GATES: dict[str, threading.Event] = {}  # name → event a `test_gate` node waits for
@@ -156,7 +160,10 @@ def server_config(root: Path, **overrides: Any) -> ServerConfig:
     config = ServerConfig(port=0, user_dir=root / "user", models_dir=root / "models", input_dir=root / "input",
                           output_dir=root / "output", temp_dir=root / "temp", web_dir=root / "no-web")
     for name, value in overrides.items():
-        setattr(config, name, value)
+        if name in RUN_LIMITS:  # e.g. max_steps=1000: one of the node library's run limits
+            config.limits = replace(config.limits, **{name: value})
+        else:
+            setattr(config, name, value)
     return config
 
 
