@@ -58,6 +58,7 @@ CFG = 7.5
 SAMPLER, SCHEDULE = "dpmpp_2m", "karras"
 CHECKPOINT_NAME = "latentgraph-demo.safetensors"  # the name the shipped workflows load
 SD15_FILE = "sd15-random-seed0-fp16.safetensors"
+SDXL_FILE = "sdxl-random-seed0-fp16.safetensors"
 RESULT_MARK = "RESULT "
 
 
@@ -84,6 +85,14 @@ try:
 except OSError:
     _libc = None
 
+_process_peak_kb = [0]  # the largest VmHWM seen, kept across the resets PeakRSS makes
+
+
+def process_peak_mb() -> float | None:
+    """The process's peak resident set so far (MB), PeakRSS's resets notwithstanding."""
+    now = _status_kb("VmHWM")
+    return None if now is None else max(now, _process_peak_kb[0]) / 1024
+
 
 class PeakRSS:
     """Growth of the resident set during a block, above the resident set when it started (MB).
@@ -100,6 +109,7 @@ class PeakRSS:
         gc.collect()
         if _libc is not None:
             _libc.malloc_trim(0)  # give freed heap back, so reuse of it still shows as growth
+        _process_peak_kb[0] = max(_process_peak_kb[0], _status_kb("VmHWM") or 0)
         try:
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
@@ -110,6 +120,7 @@ class PeakRSS:
 
     def __exit__(self, *exc: Any) -> None:
         peak = _status_kb("VmHWM")
+        _process_peak_kb[0] = max(_process_peak_kb[0], peak or 0)
         if self._start is not None and peak is not None:
             self.mb = (peak - self._start) / 1024
 
@@ -136,6 +147,48 @@ def build_sd15_checkpoint(path: Path) -> None:
     log(f"built {path.name} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - started:.0f} s")
 
 
+def sdxl_configs() -> tuple[Any, Any, Any, Any]:
+    """SDXL base's U-Net (2.6B), VAE (84M), CLIP ViT-L (123M) and OpenCLIP ViT-bigG (695M) text towers."""
+    from latentgraph.nodes.sd.text_encoder import TextEncoderConfig
+    from latentgraph.nodes.sd.unet import UNetConfig
+    from latentgraph.nodes.sd.vae import VAEConfig
+
+    unet = UNetConfig(channel_mult=(1, 2, 4), attention_resolutions=(4, 2), transformer_depth=(0, 2, 10),
+                      num_head_channels=64, context_dim=2048, use_linear_in_transformer=True, adm_in_channels=2816)
+    clip_g = TextEncoderConfig(hidden_size=1280, num_layers=32, intermediate_size=5120, hidden_act="gelu",
+                               projection_dim=1280)
+    return unet, VAEConfig(), TextEncoderConfig(), clip_g
+
+
+def build_sdxl_checkpoint(path: Path) -> None:
+    """SDXL-base-size models with seeded random weights, saved in fp16 (about 7 GB).
+
+    The modules are made in fp16 and filled there: randomize_ draws each tensor in fp32 and copies it
+    in, so the values are those of an fp32 model saved in fp16, but the process holds about 7 GB,
+    never the 14 GB fp32 copy."""
+    import torch
+    from latentgraph.nodes.sd.checkpoint import save_checkpoint
+    from latentgraph.nodes.sd.families import SDXL
+    from latentgraph.nodes.sd.text_encoder import build_text_encoder
+    from latentgraph.nodes.sd.unet import UNetModel
+    from latentgraph.nodes.sd.vae import AutoencoderKL
+    from sd_tiny import randomize_
+
+    started = time.perf_counter()
+    unet_config, vae_config, clip_l_config, clip_g_config = sdxl_configs()
+    with torch.device("meta"):
+        models = [UNetModel(unet_config), AutoencoderKL(vae_config), build_text_encoder(clip_l_config),
+                  build_text_encoder(clip_g_config)]
+    for seed, model in enumerate(models):
+        randomize_(model.to(torch.float16).to_empty(device="cpu"), seed)
+    unet, vae, clip_l, clip_g = models
+    extra = {SDXL.text_encoders[-1].prefix + "logit_scale": torch.tensor(4.6052)}  # as real files carry
+    save_checkpoint(path, unet, vae, {"clip_l": clip_l, "clip_g": clip_g}, family=SDXL, dtype=torch.float16,
+                    extra_tensors=extra)
+    log(f"built {path.name} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - started:.0f} s, "
+        f"peak RSS {fmt_mb(process_peak_mb())}")
+
+
 def diffusers_modules(unet: Any, vae: Any) -> tuple[Any, Any]:
     """diffusers' U-Net and VAE holding the same tensors as ours (views, no copies)."""
     import torch
@@ -156,6 +209,13 @@ def diffusers_modules(unet: Any, vae: Any) -> tuple[Any, Any]:
 
     config = ldm_original_config(unet.config, vae.config)
     unet_config = create_unet_diffusers_config_from_ldm(config, state)
+    if unet.config.adm_in_channels is not None:
+        # SDXL's y (pooled text + 6 embedded numbers): the converter tells it from a projection
+        # class embedding by the context width alone (2048 / 1280), so say it for any width.
+        from latentgraph.nodes.sd.families.sdxl import SIZE_EMBEDDING
+
+        unet_config |= {"class_embed_type": None, "addition_embed_type": "text_time",
+                        "addition_time_embed_dim": SIZE_EMBEDDING}
     vae_config = create_vae_diffusers_config_from_ldm(config, state, scaling_factor=vae.config.scaling_factor)
     with torch.device("meta"):
         reference_unet = UNet2DConditionModel(**unet_config)
@@ -376,6 +436,171 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def measure_sdxl(spec: dict[str, Any]) -> dict[str, Any]:
+    """The SDXL-size rows in one precision: U-Net forward with y, and txt2img through
+    workflows/sdxl_txt2img.json against StableDiffusionXLPipeline on the same tensors."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    warnings.simplefilter("ignore")
+    import diffusers
+    import transformers
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
+    from latentgraph.nodes.folders import Folders
+    from latentgraph.nodes.sd.families import SDXL
+    from latentgraph.nodes.sd.families.sdxl import SIZE_EMBEDDING
+    from latentgraph.nodes.sd.tokenizer import get_tokenizer
+    from latentgraph.nodes.sd.unet import timestep_embedding
+    from latentgraph.nodes.services import Services
+
+    precision, size, steps, repeat, runs = spec["precision"], spec["size"], spec["steps"], spec["repeat"], spec["runs"]
+    label = f"sdxl {precision}"
+    work = Path(spec["workdir"]) / f"sdxl-{precision}"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "models" / "checkpoints").mkdir(parents=True)
+    (work / "input").mkdir()
+    document = json.loads((ROOT / "workflows" / "sdxl_txt2img.json").read_text())
+    link = work / "models" / "checkpoints" / document["nodes"]["checkpoint"]["inputs"]["checkpoint"]
+    try:
+        os.link(spec["checkpoint"], link)
+    except OSError:
+        link.symlink_to(spec["checkpoint"])
+    folders = Folders(models=work / "models", inputs=work / "input", outputs=work / "output", temp=work / "temp")
+    events = EventBus()
+    events.subscribe(lambda event: None)
+    services = Services(folders=folders, device="cpu", precision=precision)
+    executor = Executor(registry, OutputCache(4 << 30), services=services, events=events)
+
+    def workflow(seed: int, steps: int = steps) -> dict[str, Any]:
+        settings = {("latent", "width"): size, ("latent", "height"): size, ("sampler", "steps"): steps,
+                    ("sampler", "cfg"): CFG, ("sampler", "seed"): seed, ("sampler", "sampler"): SAMPLER,
+                    ("sampler", "scheduler"): SCHEDULE, ("save", "filename_prefix"): "graph"}
+        settings |= {("size", name): size for name in ("original_width", "original_height", "target_width",
+                                                        "target_height")}
+        doc = json.loads(json.dumps(document))
+        for (node, name), value in settings.items():
+            doc["nodes"][node]["inputs"][name] = value
+        return doc
+
+    # Load through the graph: checkpoint_loader -> load_checkpoint, both prompts encoded (the positive
+    # one with its size conditioning) and cached.
+    started = time.perf_counter()
+    loaded = executor.run(workflow(0), outputs=["checkpoint", "size", "negative", "latent"])
+    assert loaded.ok, loaded.errors
+    load_s = time.perf_counter() - started
+    rss_after_load = (_status_kb("VmRSS") or 0) / 1024
+    load_peak = process_peak_mb()
+    handles = loaded.values
+    model, vae, clip = handles["checkpoint"]["model"], handles["checkpoint"]["vae"], handles["checkpoint"]["clip"]
+    positive = handles["size"]["conditioning"].entries[0]
+    negative = handles["negative"]["conditioning"].entries[0]
+    unet = model.unet
+    modules = [unet, vae.model, *clip.encoders.values()]
+    weights_mb = sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values()) / 2**20
+    dtypes = {name: str(next(m.parameters()).dtype).removeprefix("torch.")
+              for name, m in [("unet", unet), ("vae", vae.model), *clip.encoders.items()]}
+    started = time.perf_counter()
+    reference_unet, reference_vae = diffusers_modules(unet, vae.model)
+    convert_s = time.perf_counter() - started
+    log(f"[{label}] loaded through the graph in {load_s:.1f} s (checkpoint + 2 prompts), RSS after load "
+        f"{rss_after_load:,.0f} MB (weights {weights_mb:,.0f} MB: {dtypes}), peak {fmt_mb(load_peak)}; "
+        f"diffusers modules from the same tensors in {convert_s:.2f} s")
+
+    results: dict[str, Any] = {"model": label, "precision": precision, "load_s": load_s, "convert_s": convert_s,
+                               "rss_after_load_mb": rss_after_load, "load_peak_mb": load_peak,
+                               "weights_mb": weights_mb, "dtypes": dtypes}
+    generator = torch.Generator().manual_seed(1234)
+    latent_side = size // 8
+    dtype = model.dtype
+
+    # U-Net forward: the cond/uncond batch of 2 at one mid-schedule timestep, with y = pooled text and
+    # the six size numbers (original h, w, crop top, left, target h, w) embedded, as the family builds it;
+    # diffusers gets the pooled part and the numbers (added_cond_kwargs) and embeds them itself.
+    x = torch.randn(2, 4, latent_side, latent_side, generator=generator).to(dtype)
+    t = torch.tensor([500.0, 500.0])
+    context = torch.randn(2, 77, unet.config.context_dim, generator=generator).to(dtype)
+    pooled = torch.randn(2, unet.config.adm_in_channels - 6 * SIZE_EMBEDDING, generator=generator)
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=torch.float32)
+    y = torch.cat([pooled, timestep_embedding(time_ids.flatten(), SIZE_EMBEDDING).reshape(2, -1)], dim=1).to(dtype)
+    added = {"text_embeds": pooled.to(dtype), "time_ids": time_ids}
+    cases = [Case("ours", lambda: unet(x, t, context, y=y)),
+             Case("diffusers", lambda: reference_unet(x, t, encoder_hidden_states=context,
+                                                      added_cond_kwargs=added).sample)]
+    interleaved(f"[{label}] U-Net", cases, repeat)
+    results["unet"] = {c.name: c.result() for c in cases} | {
+        "diff": relative_difference(cases[0].out.float(), cases[1].out.float())}
+    del cases
+
+    if steps > 0:
+        # txt2img: the graph re-run with a new seed against StableDiffusionXLPipeline given the same
+        # prompt embeddings, pooled vectors and sizes (original = target = the image, no crop).
+        schedule = SDXL.schedule
+        scheduler = DPMSolverMultistepScheduler(
+            num_train_timesteps=schedule.timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+            beta_schedule=schedule.beta_schedule,
+            algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True, final_sigmas_type="zero")
+        # The pipeline casts given embeddings to text_encoder_2's dtype and makes its latents in that
+        # dtype: with a bf16 U-Net and fp32 text encoders (our CPU bf16 placement) it is given none, so it
+        # works in the U-Net's dtype; and as our VAE stays fp32 there, it returns latents, which its fp32
+        # VAE (ours, shared) decodes as ours does.
+        same_dtype = dtype == next(clip.encoders["clip_g"].parameters()).dtype
+        encoders = ({"text_encoder": clip.encoders["clip_l"], "text_encoder_2": clip.encoders["clip_g"],
+                     "tokenizer": get_tokenizer(), "tokenizer_2": get_tokenizer()} if same_dtype else
+                    {"text_encoder": None, "text_encoder_2": None, "tokenizer": None, "tokenizer_2": None})
+        pipeline = StableDiffusionXLPipeline(vae=reference_vae, unet=reference_unet, scheduler=scheduler,
+                                             force_zeros_for_empty_prompt=True, add_watermarker=False, **encoders)
+        pipeline.set_progress_bar_config(disable=True)
+        embeds = {"prompt_embeds": positive.embedding, "negative_prompt_embeds": negative.embedding,
+                  "pooled_prompt_embeds": positive.pooled, "negative_pooled_prompt_embeds": negative.pooled}
+        seeds = iter(range(1, 1 << 30))
+        executed: set[str] = set()
+        diffusers_out = work / "output" / "diffusers"
+        diffusers_out.mkdir(parents=True)
+
+        def graph_run(steps: int = steps) -> Any:
+            result = executor.run(workflow(next(seeds), steps))
+            assert result.ok and set(result.executed) - {"checkpoint"} == {"sampler", "decode", "save"}, (
+                result.executed, result.errors)
+            executed.update(result.executed)
+            return result
+
+        def diffusers_run(steps: int = steps) -> Any:
+            seed = next(seeds)
+            arguments = dict(embeds, height=size, width=size, original_size=(size, size), target_size=(size, size),
+                             num_inference_steps=steps, guidance_scale=CFG,
+                             generator=torch.Generator().manual_seed(seed))
+            if same_dtype:
+                image = pipeline(**arguments).images[0]
+            else:
+                latents = pipeline(**arguments, output_type="latent").images
+                pixels = reference_vae.decode(latents.float() / reference_vae.config.scaling_factor).sample
+                image = pipeline.image_processor.postprocess(pixels, output_type="pil")[0]
+            image.save(diffusers_out / f"diffusers_{seed:05}.png", compress_level=4)
+            return image
+
+        cases = [Case("graph", graph_run), Case("diffusers", diffusers_run)]
+
+        def warmup(case: Case) -> None:
+            fn = case.fn
+            case.fn = lambda: fn(spec["warmup_steps"])
+            case.call(record=False)
+            case.fn = fn
+
+        interleaved(f"[{label}] txt2img", cases, runs, warmup)
+        results["txt2img"] = {c.name: c.result() for c in cases}
+        results["steps"] = steps
+        results["graph_executed"] = sorted(executed)
+        results["diffusers_vae"] = "pipeline" if same_dtype else "latents, decoded by its fp32 VAE"
+    results["process_peak_mb"] = process_peak_mb()
+    return results
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 
@@ -467,6 +692,55 @@ def print_tables(results: list[dict[str, Any]], args: argparse.Namespace) -> Non
           " (goals: ours/diffusers <= 1.0, aim 0.8; graph/direct <= 1.05).")
 
 
+def print_sdxl_tables(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    side = args.sdxl_size // 8
+    print(f"\n### SDXL size, ours vs diffusers on the same weights (CPU, torch threads {args.threads}, best of N; "
+          f"peak = RSS growth during the call)\n")
+    print("| model | measurement | ours | diffusers | ours / diffusers | same, CPU time | ours peak | diffusers peak "
+          "| max rel. diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        labels = {"unet": f"U-Net forward, latent {side}x{side}, batch 2, with y",
+                  "txt2img": f"txt2img {args.sdxl_size}x{args.sdxl_size}, {r.get('steps')} steps DPM++ 2M Karras, "
+                             f"cfg {CFG}"}
+        for key in ("unet", "txt2img"):
+            if key not in r:
+                continue
+            row = r[key]
+            ours = row["graph"] if key == "txt2img" else row["ours"]
+            theirs = row["diffusers"]
+            diff = f"{row['diff']:.1e}" if "diff" in row else "—"
+            print(f"| {r['model']} | {labels[key]} | {fmt_s(ours['s'])} | {fmt_s(theirs['s'])} | "
+                  f"**{ours['s'] / theirs['s']:.2f}** | {ours['cpu_s'] / theirs['cpu_s']:.2f} | "
+                  f"{fmt_mb(ours['peak_mb'])} | {fmt_mb(theirs['peak_mb'])} | {diff} |")
+    print()
+    print("- SDXL base size (U-Net 2.6B, CLIP-L + bigG text towers, VAE) with seeded random weights from an fp16 file. "
+          "fp32: everything fp32; bf16: our CPU bf16 placement (U-Net bf16, text encoders and VAE fp32), measured "
+          "in a fresh worker after the fp32 one has exited. diffusers' UNet2DConditionModel / AutoencoderKL share "
+          "our tensors (so the same dtypes); StableDiffusionXLPipeline gets our prompt embeddings and pooled vectors, "
+          "original = target size = the image. U-Net: ours gets y (pooled + the 6 size numbers embedded), diffusers "
+          "the pooled vector and the numbers (added_cond_kwargs).")
+    for r in results:
+        dtypes = ", ".join(f"{name} {dtype}" for name, dtype in r["dtypes"].items())
+        line = (f"- {r['model']}: best of {len(r['unet']['ours']['all_s'])} (U-Net)"
+                + (f" and {len(r['txt2img']['graph']['all_s'])} (txt2img)" if "txt2img" in r else "")
+                + f"; loading through the graph (checkpoint + both prompts) {r['load_s']:.1f} s, RSS after load "
+                f"{fmt_mb(r['rss_after_load_mb'])} for {fmt_mb(r['weights_mb'])} of weights ({dtypes}), peak during "
+                f"load {fmt_mb(r['load_peak_mb'])}, process peak {fmt_mb(r['process_peak_mb'])}; diffusers modules "
+                f"built in {r['convert_s']:.2f} s.")
+        if "txt2img" in r:
+            line += (f" Graph re-runs executed: {', '.join(r['graph_executed'])}; diffusers' images: "
+                     f"{r['diffusers_vae']}.")
+        print(line)
+    summary = []
+    for r in results:
+        ratios = [f"U-Net {r['unet']['ours']['s'] / r['unet']['diffusers']['s']:.2f}"]
+        if "txt2img" in r:
+            ratios.append(f"txt2img {r['txt2img']['graph']['s'] / r['txt2img']['diffusers']['s']:.2f}")
+        summary.append(f"{r['model']}: ours/diffusers " + ", ".join(ratios))
+    print("\nSDXL summary (wall time): " + "; ".join(summary) + " (goal: ours/diffusers <= 1.0 in fp32).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the tiny model only (seconds)")
@@ -481,7 +755,15 @@ def main() -> None:
     parser.add_argument("--omp-passive", action="store_true",
                         help="OMP_WAIT_POLICY=PASSIVE in the workers: steadier numbers while other processes "
                              "load the cores")
-    parser.add_argument("--weights-dir", type=Path, help="keep the SD1.5-size checkpoint here and reuse it")
+    parser.add_argument("--weights-dir", type=Path, help="keep the SD1.5-size (and SDXL) checkpoint here and reuse it")
+    parser.add_argument("--sdxl", action="store_true",
+                        help="add the SDXL-size rows (builds a 7 GB checkpoint; fp32 needs about 16 GB of memory); "
+                             "with --skip-tiny --skip-sd15, the SDXL rows only")
+    parser.add_argument("--sdxl-size", type=int, default=512, help="SDXL: image side (U-Net latent side = size / 8)")
+    parser.add_argument("--sdxl-steps", type=int, default=4, help="SDXL fp32: txt2img steps (0: no txt2img row)")
+    parser.add_argument("--sdxl-bf16-steps", type=int, default=2, help="SDXL bf16: txt2img steps (0: no txt2img row)")
+    parser.add_argument("--sdxl-precision", choices=("fp32", "bf16", "both"), default="both",
+                        help="SDXL: which precisions, each in its own worker (fp32 first)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -490,11 +772,18 @@ def main() -> None:
         if spec["model"] == "build":
             build_sd15_checkpoint(Path(spec["checkpoint"]))
             print(RESULT_MARK + "{}")
+        elif spec["model"] == "build_sdxl":
+            build_sdxl_checkpoint(Path(spec["checkpoint"]))
+            print(RESULT_MARK + "{}")
+        elif spec["model"] == "sdxl":
+            print(RESULT_MARK + json.dumps(measure_sdxl(spec)))
         else:
             print(RESULT_MARK + json.dumps(measure_model(spec)))
         return
-    if args.skip_tiny and args.skip_sd15 and not args.quick:
+    if args.skip_tiny and args.skip_sd15 and not args.quick and not args.sdxl:
         parser.error("--skip-tiny and --skip-sd15 leave nothing to measure")
+    if args.sdxl_size % 64:
+        parser.error("--sdxl-size must be a multiple of 64")
     if args.size % 64:
         parser.error("--size must be a multiple of 64 (the SD1.5 U-Net downsamples the latent 3 times)")
 
@@ -520,6 +809,19 @@ def main() -> None:
                 run_worker({**common, "model": "build", "checkpoint": str(checkpoint)}, env)
             results.append(run_worker({**common, "model": "sd15", "checkpoint": str(checkpoint),
                                        "repeat": args.sd_repeat, "runs": args.sd_runs}, env))
+        sdxl_results = []
+        if args.sdxl:
+            folder = args.weights_dir or Path(scratch)
+            folder.mkdir(parents=True, exist_ok=True)
+            checkpoint = (folder / SDXL_FILE).resolve()
+            if not checkpoint.exists():
+                run_worker({**common, "model": "build_sdxl", "checkpoint": str(checkpoint)}, env)
+            for precision in ("fp32", "bf16"):
+                if args.sdxl_precision in (precision, "both"):
+                    sdxl_results.append(run_worker({
+                        **common, "model": "sdxl", "precision": precision, "checkpoint": str(checkpoint),
+                        "size": args.sdxl_size, "steps": args.sdxl_steps if precision == "fp32" else args.sdxl_bf16_steps,
+                        "warmup_steps": 1, "repeat": args.sd_repeat, "runs": args.sd_runs}, env))
         load_after = os.getloadavg()
 
     import diffusers
@@ -527,7 +829,10 @@ def main() -> None:
     print(f"\nMachine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, "
           f"diffusers {diffusers.__version__}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
           f"{time.perf_counter() - started:.0f} s in all" + (", OMP_WAIT_POLICY=PASSIVE." if args.omp_passive else "."))
-    print_tables(results, args)
+    if results:
+        print_tables(results, args)
+    if sdxl_results:
+        print_sdxl_tables(sdxl_results, args)
 
 
 if __name__ == "__main__":

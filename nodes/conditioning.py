@@ -10,16 +10,19 @@ from latentgraph.nodes import ports
 
 @node("clip_text_encode", category="conditioning", title="Encode prompt")
 class ClipTextEncode(Node):
-    """Encode a prompt with the checkpoint's text encoders, as its family conditions on them.
+    """Encode a prompt with the checkpoint's text encoders, as its family conditions on them (SDXL:
+    both encoders and the pooled vector; its size inputs come from the image unless an SDXL size
+    conditioning node sets them).
     Emphasis works as in A1111 and ComfyUI: (word:1.3), (word) for x1.1, [word] for /1.1. Prompts
     longer than 75 tokens are split into 75-token windows whose encodings are concatenated; BREAK
     starts a new window."""
 
     clip: Any = Input(port=ports.CLIP, description="text encoder from a checkpoint")
     text: str = Input("", multiline=True, description="the prompt")
-    clip_skip: int = Input(0, ge=0, le=12, description="CLIP layer: 0 the one the model was trained with "
-                                                          "(SD1.x: the last); 1 the last; 2 the one before it "
-                                                          "(some anime models)...")
+    clip_skip: int = Input(0, ge=0, le=12, description="text encoder layer, counted from the end: 0 the one the "
+                                                          "family was trained with (SD1.x: the last; SD2.x and SDXL: "
+                                                          "the one before it); 1 the last; 2 the one before it "
+                                                          "(some SD1.x anime models)...")
 
     class Outputs(NodeOutputs):
         conditioning: Any = Output(port=ports.CONDITIONING, description="the encoded prompt")
@@ -54,3 +57,62 @@ class ConditioningCombine(Node):
 
         b_entries = tuple(replace(e, strength=e.strength * self.strength_b) for e in self.b.entries)
         return self.Outputs(conditioning=Conditioning(self.a.entries + b_entries))
+
+
+@node("sdxl_conditioning", category="conditioning", title="SDXL size conditioning")
+class SdxlConditioning(Node):
+    """Set the numbers SDXL was trained to read besides the prompt: the original image size, the
+    crop's top-left corner and the target size (the base), or the original size, crop and
+    aesthetic score (the refiner). Sizes left at 0 are the generated image's own. Without this
+    node SDXL prompts use the image size, no crop, and aesthetic scores 6 (prompt) / 2.5 (negative).
+    Other families ignore these numbers."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="a prompt encoded by an SDXL checkpoint")
+    original_width: int = Input(0, ge=0, le=16384, step=8, description="width of the 'original' image (0: the image's)")
+    original_height: int = Input(0, ge=0, le=16384, step=8, description="height of the 'original' image (0: the image's)")
+    crop_left: int = Input(0, ge=0, le=16384, step=8, description="left edge of the crop taken from it")
+    crop_top: int = Input(0, ge=0, le=16384, step=8, description="top edge of the crop taken from it")
+    target_width: int = Input(0, ge=0, le=16384, step=8, description="width it was resized to (base only; 0: the image's)")
+    target_height: int = Input(0, ge=0, le=16384, step=8, description="height it was resized to (base only; 0: the image's)")
+    aesthetic_score: float = Input(0.0, ge=0.0, le=20.0, step=0.1,
+                                   description="refiner only: the score it was trained with (0: 6 for a prompt, "
+                                               "2.5 for a negative prompt)")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the prompt with these numbers")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        values = {name: getattr(self, name) for name in ("original_width", "original_height", "crop_left", "crop_top",
+                                                         "target_width", "target_height", "aesthetic_score")}
+        # 0 means "unset" for the sizes and the score; crops are real numbers, 0 included.
+        extra = {k: v for k, v in values.items() if v or k.startswith("crop_")}
+        entries = tuple(replace(e, extra={**e.extra, **extra}) for e in self.conditioning.entries)
+        return self.Outputs(conditioning=Conditioning(entries))
+
+
+@node("conditioning_zero_out", category="conditioning", title="Zero out conditioning")
+class ConditioningZeroOut(Node):
+    """Replace a prompt's encoding (and pooled vector) by zeros, keeping its shape and size inputs:
+    what diffusers' SDXL pipelines use as the negative prompt when none is given. An empty prompt
+    is instead encoded as the empty text, as ComfyUI does."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="the prompt to zero out")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="zeros of the same shape")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        import torch
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        entries = tuple(replace(e, embedding=torch.zeros_like(e.embedding),
+                                pooled=None if e.pooled is None else torch.zeros_like(e.pooled))
+                        for e in self.conditioning.entries)
+        return self.Outputs(conditioning=Conditioning(entries))

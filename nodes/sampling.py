@@ -1,4 +1,6 @@
-"""Sampling nodes: the one-node sampler, and the stages apart (noise, schedule, sampler, guided sampler)."""
+"""Sampling nodes: the one-node sampler and its step-range variant (sampling in stages), the stages
+apart (noise, schedule, sampler, guided sampler), and the model's sampling settings (prediction
+type, zero-terminal-SNR schedule, CFG rescale)."""
 
 from __future__ import annotations
 
@@ -90,6 +92,108 @@ class KSampler(Node):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model))
         return self.Outputs(latent=latent)
+
+
+def advanced_sigmas(sigmas: Any, start_step: int, end_step: int, return_with_leftover_noise: bool) -> Any:
+    """The part of a full schedule (steps + 1 sigmas) that steps start_step to end_step walk.
+
+    The sigmas from index start_step to end_step (both clamped to the schedule); when that stops
+    before the end and return_with_leftover_noise is False, the last one is replaced by 0, so the
+    last step denoises fully. Fewer than 2 sigmas (nothing to walk) come back as they are.
+    """
+    part = sigmas[start_step: end_step + 1].clone()
+    if len(part) >= 2 and not return_with_leftover_noise and end_step < len(sigmas) - 1:
+        part[-1] = 0
+    return part
+
+
+@node("ksampler_advanced", category="sampling", title="Sampler (advanced)")
+class KSamplerAdvanced(Node):
+    """The sampler over a range of steps of a schedule, for sampling in stages: a base model runs
+    steps 0 to k and returns its leftover noise, a refiner (or another prompt) continues from step
+    k without adding noise. A range that is empty returns the latent unchanged."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    positive: Any = Input(port=ports.CONDITIONING, description="what the image should show")
+    negative: Any = Input(port=ports.CONDITIONING, description="what it should not show")
+    latent: Any = Input(port=ports.LATENT, description="empty latent, encoded image, or an earlier stage's noisy latent")
+    add_noise: bool = Input(True, description="add the seeded noise first; off to continue an earlier stage's leftover noise")
+    seed: int = Input(0, ge=0, le=MAX_SEED, widget="seed", description="noise seed (stochastic samplers' step noise too)")
+    steps: int = Input(20, ge=1, le=1000, description="steps of the whole schedule (all stages)")
+    cfg: float = Input(7.0, ge=0.0, le=100.0, step=0.1, description="guidance scale; 1 disables the negative prompt")
+    sampler: SamplerName = Input("dpmpp_2m", description="the solver")
+    scheduler: ScheduleName = Input("karras", description="how noise levels are spaced")
+    start_step: int = Input(0, ge=0, le=10000, description="first step of the schedule to take")
+    end_step: int = Input(10000, ge=0, le=10000, description="step to stop at (past the last: run to the end)")
+    return_with_leftover_noise: bool = Input(False, description="stop at end_step's noise level instead of denoising fully")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="the latent after the chosen steps")
+
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        return _steps_within_limits(inputs, services)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import torch
+
+        from latentgraph.nodes.sd.handles import Noise, SamplerChoice
+        from latentgraph.nodes.sd.interrupt import cancel_points
+        from latentgraph.nodes.sd.sample import denoise_latents
+        from latentgraph.nodes.sd.schedules import sigmas_for
+
+        sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps)
+        sigmas = advanced_sigmas(sigmas, self.start_step, self.end_step, self.return_with_leftover_noise)
+        if len(sigmas) < 2:
+            return self.Outputs(latent=self.latent)
+        _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1)
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+            latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
+                                     SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model),
+                                     add_noise=self.add_noise)
+        return self.Outputs(latent=latent)
+
+
+@node("model_sampling", category="advanced/model", title="Model sampling")
+class ModelSampling(Node):
+    """Override what the model predicts and its training noise schedule: for v-prediction
+    checkpoints the loader takes for epsilon ones, and models trained with zero terminal SNR
+    (Lin et al. 2023), whose last timestep is pure noise."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    prediction: Literal["epsilon", "v_prediction"] = Input("epsilon", description="what the network predicts: the noise (epsilon) or v")
+    zero_terminal_snr: bool = Input(False, description="rescale the family's schedule so its last timestep has zero SNR")
+
+    class Outputs(NodeOutputs):
+        model: Any = Output(port=ports.MODEL, description="the model with that prediction type and schedule")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import dataclasses
+
+        from latentgraph.nodes.sd.schedules import zero_terminal_snr
+
+        schedule = self.model.spec.schedule.build()  # the family's, so applying the node twice rescales once
+        if self.zero_terminal_snr:
+            schedule = zero_terminal_snr(schedule)
+        return self.Outputs(model=dataclasses.replace(self.model, prediction_type=self.prediction, schedule=schedule))
+
+
+@node("rescale_cfg", category="advanced/model", title="Rescale CFG")
+class RescaleCfg(Node):
+    """CFG rescale (Lin et al. 2023; diffusers' guidance_rescale): bring the guided prediction's
+    spread back to the positive prompt's, against the over-saturation of high guidance scales
+    (mostly with v-prediction, zero-terminal-SNR models)."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    multiplier: float = Input(0.7, ge=0.0, le=1.0, step=0.01, description="how much of the rescaled prediction to use (0: plain CFG)")
+
+    class Outputs(NodeOutputs):
+        model: Any = Output(port=ports.MODEL, description="the model with CFG rescale")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import dataclasses
+
+        return self.Outputs(model=dataclasses.replace(self.model, cfg_rescale=self.multiplier))
 
 
 @node("noise", category="sampling/custom", title="Noise")

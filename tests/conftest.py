@@ -58,3 +58,44 @@ def sd_executor(sd_folders):
     from latentgraph.nodes.services import Services
 
     return Executor(registry, OutputCache(1 << 30), services=Services(folders=sd_folders), events=EventBus())
+
+
+# The checkpoint names the shipped family workflows use (workflows/sd2_txt2img.json, sdxl_*.json):
+# the files people download under these names; the tests install tiny ones of the same families.
+SD2_NAME = "v2-1_768-ema-pruned.safetensors"
+SD2_BASE_NAME = "v2-1_512-ema-pruned.safetensors"
+SDXL_NAME = "sd_xl_base_1.0.safetensors"
+SDXL_REFINER_NAME = "sd_xl_refiner_1.0.safetensors"
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny checkpoints of every family beyond SD1.x, by the names the shipped workflows use:
+    SD2.x 768-v (its weights say v-prediction), SD2.x 512 (epsilon), SDXL base and refiner."""
+    from sd_tiny import write_tiny_sd2_checkpoint, write_tiny_sdxl_checkpoint
+
+    folder = tmp_path_factory.mktemp("family-models")
+    return {
+        SD2_NAME: write_tiny_sd2_checkpoint(folder / SD2_NAME, v_prediction=True),
+        SD2_BASE_NAME: write_tiny_sd2_checkpoint(folder / SD2_BASE_NAME, v_prediction=False),
+        SDXL_NAME: write_tiny_sdxl_checkpoint(folder / SDXL_NAME),
+        SDXL_REFINER_NAME: write_tiny_sdxl_checkpoint(folder / SDXL_REFINER_NAME, refiner=True),
+    }
+
+
+@pytest.fixture
+def family_executor(tmp_path: Path, family_checkpoints: dict[str, Path]):
+    """An executor over the real node library whose checkpoints folder holds the tiny SD2.x, SDXL
+    and SDXL refiner checkpoints under the shipped workflows' names (see family_checkpoints)."""
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
+    from latentgraph.nodes.folders import Folders
+    from latentgraph.nodes.services import Services
+
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    for name, path in family_checkpoints.items():
+        os.link(path, models / "checkpoints" / name)
+    (tmp_path / "input").mkdir()
+    folders = Folders(models=models, inputs=tmp_path / "input", outputs=tmp_path / "output", temp=tmp_path / "temp")
+    return Executor(registry, OutputCache(1 << 30), services=Services(folders=folders), events=EventBus())

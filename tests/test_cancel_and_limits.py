@@ -9,6 +9,8 @@ literal inputs ask for and, when the node runs, what came through links.
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import threading
@@ -349,19 +351,38 @@ def test_an_input_image_over_the_size_limit_is_refused_from_its_header(sd_folder
 # --- memory ---------------------------------------------------------------------------------------
 
 def test_sampling_that_needs_more_memory_than_is_free_is_refused_before_it_starts(sd_folders, monkeypatch):
+    executor = limited_executor(sd_folders)
+    assert executor.run(big_txt2img(512), outputs=["checkpoint"]).ok  # loaded while memory was free
     monkeypatch.setattr(memory, "free_memory", lambda device: 1 << 20)  # 1 MiB free
-    result = limited_executor(sd_folders).run(big_txt2img(512))
+    result = executor.run(big_txt2img(512))
     node, message = only_error(result)
     assert node == "sampler" and "decode" not in result.executed
     assert message.startswith("sampling 1 x 512x512 needs about ") and "GiB of memory, but 0.00 GiB is free on cpu" in message
     assert "a run may use 90% of it" in message
 
 
+def test_a_checkpoint_larger_than_free_memory_is_refused_before_its_weights_are_read(sd_folders, monkeypatch):
+    from latentgraph.nodes.sd import checkpoint
+
+    monkeypatch.setattr(memory, "free_memory", lambda device: 8 << 20)  # 8 MiB free: the tiny model needs 20
+    read = []
+    monkeypatch.setattr(checkpoint, "_fill", lambda *args: read.append(args))
+    node, message = only_error(limited_executor(sd_folders).run(big_txt2img(64)))
+    assert node == "checkpoint" and read == []
+    assert re.fullmatch(r"latentgraph-demo\.safetensors needs \d\d MiB of memory in float32, but only 8 MiB is "
+                        r"free \(90% of it may be used\); with --precision bf16 the U-Net takes half as much; close "
+                        r"other programs or unload models first", message), message
+
+
 def test_a_tiny_memory_fraction_refuses_decoding_too(sd_folders):
     document = big_txt2img(64)
     del document["nodes"]["sampler"]
     document["nodes"]["decode"]["inputs"]["latent"] = link("latent", "latent")
-    node, message = only_error(limited_executor(sd_folders, memory_fraction=1e-9).run(document))
+    executor = limited_executor(sd_folders, memory_fraction=1e-9)
+    executor.services.limits.memory_fraction = 0.9
+    assert executor.run(document, outputs=["checkpoint"]).ok  # the checkpoint loads under a normal fraction
+    executor.services.limits.memory_fraction = 1e-9
+    node, message = only_error(executor.run(document))
     assert node == "decode" and message.startswith("decoding 1 x 64x64 needs about 0.00 GiB of memory, but ")
 
     with pytest.raises(OverLimit, match=r"^decoding 2 x 512x512 needs about 1\.\d\d GiB of memory"):

@@ -43,7 +43,6 @@ from latentgraph.nodes.sd.prompt import encode_prompt, encode_text
 from latentgraph.nodes.sd.sample import denoise_latents, guided_model
 from latentgraph.nodes.sd.samplers import SAMPLERS, latent_preview
 from latentgraph.nodes.sd.schedules import SCHEDULES, NoiseSchedule, karras_sigmas
-from latentgraph.nodes.sd.spec import TextEncoderSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SD1_MODULE = ROOT / "nodes" / "sd" / "families" / "sd1.py"
@@ -117,18 +116,6 @@ def tiny_shapes(tiny_sd15_checkpoint) -> dict[str, tuple[int, ...]]:
         return dict(source.shapes)
 
 
-def as_family(tiny_shapes: dict, name: str) -> dict[str, tuple[int, ...]]:
-    """The tiny checkpoint's U-Net and VAE with another family's text encoder keys (and, for the
-    XL families, the U-Net's label_emb): a complete table detect_family can infer configs from."""
-    base = {k: v for k, v in tiny_shapes.items() if not k.startswith("cond_stage_model.")}
-    extra = {k: v for k, v in minimal_tables()[name].items() if k != UNET_KEY}
-    if name.startswith("sdxl"):
-        time_dim = tiny_shapes["model.diffusion_model.time_embed.0.weight"][0]
-        extra["model.diffusion_model.label_emb.0.0.weight"] = (time_dim, 16)
-        extra["model.diffusion_model.label_emb.0.2.weight"] = (time_dim, time_dim)
-    return {**base, **extra}
-
-
 def test_the_tiny_sd1_checkpoint_is_detected_as_the_sd1_spec(tiny_shapes):
     family = detect_family(tiny_shapes)
     assert family.spec is SD1 and family.name == "sd1" and family.label == SD1.label
@@ -146,39 +133,53 @@ def test_each_family_table_is_claimed_first_by_its_own_spec(name, spec):
     assert claiming and claiming[0] is spec, [s.name for s in claiming]
 
 
-@pytest.mark.parametrize("name, spec", [("sd2", SD2), ("sdxl", SDXL), ("sdxl_refiner", SDXL_REFINER)])
-def test_recognised_unloadable_families_are_detected_and_refused_by_label(tiny_shapes, name, spec):
-    family = detect_family(as_family(tiny_shapes, name), source="model.safetensors")
-    assert family.spec is spec and not spec.supported
-    assert family.vae.scaling_factor == spec.latent.scaling_factor  # the family's, not SD1's
-    assert family.unet.num_head_channels == 64
+def test_each_tiny_family_checkpoint_is_detected_with_its_specs_facts(family_checkpoints):
+    from conftest import SD2_BASE_NAME, SD2_NAME, SDXL_NAME, SDXL_REFINER_NAME
+
+    expected = {SD2_NAME: (SD2, "v_prediction", "the weights"), SD2_BASE_NAME: (SD2, "epsilon", "the weights"),
+                SDXL_NAME: (SDXL, "epsilon", "the family's default"),
+                SDXL_REFINER_NAME: (SDXL_REFINER, "epsilon", "the family's default")}
+    for name, (spec, prediction, source) in expected.items():
+        with open_tensor_file(family_checkpoints[name]) as tensors:
+            family = detect_family(tensors.shapes, read=tensors.read, source=name)
+        assert family.spec is spec and spec.supported
+        assert (family.prediction_type, family.prediction_source) == (prediction, source), name
+        assert family.vae.scaling_factor == spec.latent.scaling_factor  # the family's, not SD1's
+        assert family.unet.num_head_channels == 64 and family.unet.use_linear_in_transformer
+        assert family.unet.upcast_attention == (spec is SD2)
+        assert [c.hidden_act for c in family.text_encoders] == [e.hidden_act for e in spec.text_encoders]
+        assert not family.zero_terminal_snr
+
+
+def test_v_pred_and_ztsnr_keys_mark_v_prediction_fine_tunes(tmp_path):
+    from sd_tiny import write_tiny_sdxl_checkpoint
+
+    path = write_tiny_sdxl_checkpoint(tmp_path / "vpred.safetensors", markers=("v_pred", "ztsnr"))
+    with open_tensor_file(path) as tensors:
+        family = detect_family(tensors.shapes, read=tensors.read)
+        assert (family.prediction_type, family.prediction_source) == ("v_prediction", "the file's v_pred key")
+        assert family.zero_terminal_snr
+        # The caller still wins.
+        assert detect_family(tensors.shapes, prediction_type="epsilon").prediction_type == "epsilon"
+
+
+def test_a_family_marked_unsupported_is_refused_by_label(tiny_shapes):
+    unsupported = replace(SD1, supported=False)
+    family = replace(detect_family(tiny_shapes), spec=unsupported)
     with pytest.raises(UnsupportedCheckpoint) as raised:
         ensure_supported(family, source="model.safetensors")
-    assert raised.value.family == spec.name
-    message = str(raised.value)
-    assert f"model.safetensors is a {spec.label} checkpoint" in message
-    assert SD1.label in message  # says what does load
+    assert raised.value.family == "sd1"
+    assert "model.safetensors is a Stable Diffusion 1.x checkpoint" in str(raised.value)
 
 
-def test_the_loader_refuses_an_sdxl_file_naming_its_family(tmp_path, tiny_shapes):
-    from safetensors.torch import save_file
-
-    from latentgraph.nodes.sd.checkpoint import load_checkpoint
-
-    table = as_family(tiny_shapes, "sdxl")
-    path = tmp_path / "xl.safetensors"
-    save_file({k: torch.zeros(v) for k, v in table.items()}, str(path))
-    with pytest.raises(UnsupportedCheckpoint, match="is a Stable Diffusion XL checkpoint") as raised:
-        load_checkpoint(path)
-    assert raised.value.family == "sdxl"
-
-
-def test_an_sd2_unclip_table_is_sd2_not_the_sdxl_refiner(tiny_shapes):
+def test_an_sd2_unclip_table_is_sd2_not_the_sdxl_refiner(family_checkpoints):
     # SD2.1 unCLIP checkpoints have a label_emb (the image embedding) beside SD2's OpenCLIP text
     # encoder; a U-Net label_emb alone must not make a file "SDXL".
-    table = {**as_family(tiny_shapes, "sd2"),
-             "model.diffusion_model.label_emb.0.0.weight": (128, 2048)}
-    assert detect_family(table).spec is SD2
+    from conftest import SD2_NAME
+
+    with open_tensor_file(family_checkpoints[SD2_NAME]) as tensors:
+        table = {**tensors.shapes, "model.diffusion_model.label_emb.0.0.weight": (256, 2048)}
+    assert [s for s in FAMILIES if s.detect(table)][0] is SD2
 
 
 def test_families_are_ordered_most_specific_first_and_named_uniquely():
@@ -190,7 +191,7 @@ def test_families_are_ordered_most_specific_first_and_named_uniquely():
     assert all(family_named(name) is spec for name, spec in zip(names, FAMILIES))
     with pytest.raises(KeyError, match="sd3"):
         family_named("sd3")
-    assert [spec.name for spec in FAMILIES if spec.supported] == ["sd1"]
+    assert [spec.name for spec in FAMILIES if spec.supported] == ["sdxl", "sdxl_refiner", "sd2", "sd1"]
 
 
 @pytest.mark.parametrize("spec", FAMILIES, ids=lambda s: s.name)
@@ -424,6 +425,10 @@ class ToyModel:
         self.prediction_type = "epsilon"
         self.device = torch.device("cpu")
         self.latent_channels = 4
+        self.spec = SD1  # no extra conditioning vector
+        self.unet = SimpleNamespace(config=SimpleNamespace(context_dim=6))
+        self.source = "toy.safetensors"
+        self.cfg_rescale = 0.0
 
 
 def combined(a: Conditioning, b: Conditioning, strength_b: float) -> Conditioning:

@@ -25,15 +25,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from latentgraph.nodes.sd import checkpoint as checkpoint_module
-from latentgraph.nodes.sd.checkpoint import CheckpointError, UnsupportedCheckpoint, load_checkpoint, load_vae, save_checkpoint
-from latentgraph.nodes.sd.families import SD1, detect_family
+from latentgraph.nodes.sd.checkpoint import CheckpointError, load_checkpoint, load_vae, save_checkpoint
+from latentgraph.nodes.sd.families import SD1, SD2, SDXL, SDXL_REFINER, detect_family
 from latentgraph.nodes.sd.layout import SCALING_FACTOR_METADATA_KEY, UNET_PREFIX, VAE_PREFIX
 from latentgraph.nodes.sd.text_encoder import TextEncoderConfig, build_text_encoder
 from latentgraph.nodes.sd.text_encoder import file_key as clip_file_key
 from latentgraph.nodes.sd.unet import UNetConfig, UNetModel
 from latentgraph.nodes.sd.vae import AutoencoderKL, VAEConfig, decode_from_latent, decode_tiled, encode_to_latent
 from latentgraph.nodes.sd.layout import ldm_original_config
-from sd_tiny import TINY_TEXT_ENCODER, TINY_UNET, TINY_VAE, randomize_, write_tiny_checkpoint
+from sd_tiny import (TINY_TEXT_ENCODER, TINY_UNET, TINY_VAE, randomize_, text_encoder_shapes, write_tiny_checkpoint,
+                     write_tiny_sd2_checkpoint)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -96,9 +97,10 @@ def test_tiny_checkpoint_is_detected_as_sd1_with_configs_inferred_from_shapes(ti
     assert family.vae_scaling_factor == 0.18215
 
 
-def test_prediction_type_cannot_be_read_from_weights_so_it_is_a_parameter(tiny_sd15_checkpoint):
+def test_prediction_type_of_an_sd1_file_is_the_family_default_unless_given(tiny_sd15_checkpoint):
+    assert detect_family(file_shapes(tiny_sd15_checkpoint)).prediction_source == "the family's default"
     family = detect_family(file_shapes(tiny_sd15_checkpoint), prediction_type="v_prediction")
-    assert family.prediction_type == "v_prediction"
+    assert (family.prediction_type, family.prediction_source) == ("v_prediction", "the caller")
     with pytest.raises(ValueError, match="prediction_type"):
         detect_family(file_shapes(tiny_sd15_checkpoint), prediction_type="x0")
 
@@ -143,51 +145,55 @@ def test_full_size_sd15_layout_infers_the_published_sd15_configs():
     assert family.text_encoder.num_heads == 12
 
 
-def test_full_size_sd2_and_sdxl_layouts_infer_their_unet_configs():
-    sd2 = meta_shapes(SD21_UNET) | {"cond_stage_model.model.token_embedding.weight": [49408, 1024]}
-    assert detect_family(sd2).unet == SD21_UNET
-    sdxl = meta_shapes(SDXL_UNET) | {"conditioner.embedders.1.model.token_embedding.weight": [49408, 1280]}
+# The published text encoders: OpenCLIP ViT-H/14 (SD2.x), CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 (SDXL).
+VIT_H = TextEncoderConfig(hidden_size=1024, num_layers=24, intermediate_size=4096, hidden_act="gelu")
+VIT_L = TextEncoderConfig()
+VIT_BIGG = TextEncoderConfig(hidden_size=1280, num_layers=32, intermediate_size=5120, hidden_act="gelu",
+                             projection_dim=1280)
+SDXL_REFINER_UNET = UNetConfig(model_channels=384, channel_mult=(1, 2, 4, 4), attention_resolutions=(4, 2),
+                               transformer_depth=4, num_head_channels=64, context_dim=1280,
+                               use_linear_in_transformer=True, adm_in_channels=2560)
+
+
+def test_full_size_sd2_and_sdxl_layouts_infer_their_published_configs():
+    sd2 = meta_shapes(SD21_UNET) | text_encoder_shapes(VIT_H, SD2.text_encoders[0].prefix, "open_clip")
+    family = detect_family(sd2)
+    assert family.name == "sd2" and family.unet == replace(SD21_UNET, upcast_attention=True)
+    assert family.text_encoders == (VIT_H,) and family.text_encoders[0].num_heads == 16
+
+    xl_l, xl_g = SDXL.text_encoders
+    sdxl = (meta_shapes(SDXL_UNET) | text_encoder_shapes(VIT_L, xl_l.prefix)
+            | text_encoder_shapes(VIT_BIGG, xl_g.prefix, "open_clip"))
     family = detect_family(sdxl)
     assert (family.name, family.unet) == ("sdxl", SDXL_UNET)
+    assert family.text_encoders == (replace(VIT_L, hidden_act="quick_gelu"), VIT_BIGG)
+    assert family.vae_scaling_factor == 0.13025 and family.text_encoders[1].num_heads == 20
+
+    refiner = meta_shapes(SDXL_REFINER_UNET) | text_encoder_shapes(VIT_BIGG, SDXL_REFINER.text_encoders[0].prefix, "open_clip")
+    family = detect_family(refiner)
+    assert (family.name, family.unet) == ("sdxl_refiner", SDXL_REFINER_UNET)
 
 
-def sd2_like_shapes(shapes: dict[str, list[int]]) -> dict[str, list[int]]:
-    """The tiny file's shapes as SD2.x would lay them out: OpenCLIP keys and linear proj_in/out."""
-    out = {}
-    for key, shape in shapes.items():
-        if key.startswith("cond_stage_model."):
-            continue
-        if key.endswith(("proj_in.weight", "proj_out.weight")):
-            shape = shape[:2]
-        out[key] = shape
-    out["cond_stage_model.model.token_embedding.weight"] = [49408, 64]
-    return out
+def test_a_size_vector_that_does_not_fit_the_unet_is_refused():
+    xl_l, xl_g = SDXL.text_encoders
+    sdxl = (meta_shapes(replace(SDXL_UNET, adm_in_channels=2560)) | text_encoder_shapes(VIT_L, xl_l.prefix)
+            | text_encoder_shapes(VIT_BIGG, xl_g.prefix, "open_clip"))
+    with pytest.raises(CheckpointError, match=r"label_emb reads 2560 channels but a Stable Diffusion XL conditioning "
+                                              r"vector with this text encoder is 2816"):
+        detect_family(sdxl, source="mixed.safetensors")
 
 
-def test_sd2_is_detected_and_refused_with_what_is_supported(tiny_sd15_checkpoint, tmp_path):
-    shapes = sd2_like_shapes(file_shapes(tiny_sd15_checkpoint))
-    family = detect_family(shapes)
-    assert family.name == "sd2"
-    assert family.unet.use_linear_in_transformer and family.unet.num_head_channels == 64
-
-    # The same refusal through the loader, from a file.
-    tensors = {key: torch.zeros(shape) for key, shape in shapes.items()}
-    save_file(tensors, tmp_path / "sd2.safetensors")
-    with pytest.raises(UnsupportedCheckpoint, match=r"Stable Diffusion 2\.x.*loads Stable Diffusion 1\.x") as error:
-        load_checkpoint(tmp_path / "sd2.safetensors")
-    assert error.value.family == "sd2"
-
-
-def test_sdxl_is_detected_from_label_emb_and_conditioner_keys(tiny_sd15_checkpoint):
-    shapes = sd2_like_shapes(file_shapes(tiny_sd15_checkpoint))
-    del shapes["cond_stage_model.model.token_embedding.weight"]
-    shapes["model.diffusion_model.label_emb.0.0.weight"] = [128, 2816]
-    shapes["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"] = [49408, 64]
-    shapes["conditioner.embedders.1.model.token_embedding.weight"] = [49408, 64]
-    family = detect_family(shapes)
-    assert family.name == "sdxl"
-    assert family.unet.adm_in_channels == 2816
-    assert family.vae_scaling_factor == 0.13025
+def test_an_incomplete_openclip_text_encoder_is_named(tmp_path):
+    path = write_tiny_sd2_checkpoint(tmp_path / "sd2.safetensors")
+    tensors = load_file(path)
+    del tensors["cond_stage_model.model.ln_final.weight"]
+    tensors["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"] = torch.zeros(3, 64)
+    save_file(tensors, tmp_path / "broken.safetensors")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "broken.safetensors")
+    message = str(error.value)
+    assert "text encoder openclip_h: 1 tensor missing: cond_stage_model.model.ln_final.weight" in message
+    assert "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight [3, 64] (expected [192, 64])" in message
 
 
 # --- numerics against diffusers / transformers -------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPTextModel
 
+from latentgraph.nodes.sd import open_clip
 from latentgraph.nodes.sd import text_encoder as clip
 from latentgraph.nodes.sd.families import SD1, ModelFamily, detect_family, ensure_supported
 from latentgraph.nodes.sd.layout import (
@@ -40,11 +42,14 @@ from latentgraph.nodes.sd.layout import (
     infer_vae_config,
     scaling_factor_from_metadata,
 )
+from latentgraph.nodes.sd.open_clip import Source
+from latentgraph.nodes.sd.spec import FamilySpec, TextEncoderSpec
 from latentgraph.nodes.sd.unet import UNetModel
 from latentgraph.nodes.sd.vae import AutoencoderKL
 
 __all__ = [
     "CheckpointError",
+    "InsufficientMemory",
     "UnsupportedCheckpoint",
     "LoadedCheckpoint",
     "load_checkpoint",
@@ -68,6 +73,10 @@ IGNORED_SUFFIXES = ("embeddings.position_ids",)
 VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 
 
+class InsufficientMemory(CheckpointError):
+    """The models of a file would not fit in the memory free on the device (raised before loading)."""
+
+
 @dataclass
 class LoadedCheckpoint:
     """The models of a checkpoint, in eval mode with gradients off, and what they are.
@@ -88,11 +97,12 @@ class LoadedCheckpoint:
 
 
 def resolve_dtype(device: torch.device | str, dtype: torch.dtype | None) -> torch.dtype:
-    """The dtype models get on `device`: float32 on CPU whatever was asked for half precision;
-    with dtype None, float16 on GPUs and float32 elsewhere."""
+    """The dtype models get on `device`: on the CPU float32, or bfloat16 when asked (float16 is
+    upcast there: its matmuls are hundreds of times slower); with dtype None, float16 on GPUs and
+    float32 elsewhere."""
     device = torch.device(device)
     if device.type == "cpu":
-        return torch.float32 if dtype in (None, torch.float16, torch.bfloat16) else dtype
+        return torch.float32 if dtype in (None, torch.float16) else dtype
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
     return dtype
@@ -181,28 +191,41 @@ def _open_pickle(path: Path) -> _TensorFile:
 
 @dataclass
 class _Part:
-    """One model of the file: the module (on meta) and how its keys are named in the file."""
+    """One model of the file: the module (on meta) and where each of its tensors is in the file.
+
+    sources: the module's state_dict key -> open_clip.Source (file key, and how to take the
+    tensor from the file's: a third of a packed matrix, a transpose; None where it is as stored).
+    ignored: file keys under file_prefix that belong to the part but are not used.
+    """
 
     name: str
     module: nn.Module
     file_prefix: str  # every key of this part in the file starts with it
-    to_file_key: Callable[[str], str]
+    sources: dict[str, Source]
+    ignored: frozenset[str] = frozenset()
+
+
+def _plain_part(name: str, module: nn.Module, prefix: str, to_file_key: Callable[[str], str] | None = None) -> _Part:
+    """A part stored key for key as the module names its tensors (after `to_file_key`, default: the prefix)."""
+    to_file_key = to_file_key or (lambda key: prefix + key)
+    return _Part(name, module, prefix, {key: Source(to_file_key(key)) for key in module.state_dict()})
 
 
 def _key_problems(part: _Part, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
     """Missing, unexpected and wrongly shaped tensors of one part, as sentences."""
-    expected = {part.to_file_key(key): tensor for key, tensor in part.module.state_dict().items()}
+    state = part.module.state_dict()
+    expected = {source.file_key: tuple(source.file_shape or state[key].shape) for key, source in part.sources.items()}
     present = {
         key for key in shapes if key.startswith(part.file_prefix) and not key.startswith(IGNORED_PREFIXES)
-        and not key.endswith(IGNORED_SUFFIXES)
+        and not key.endswith(IGNORED_SUFFIXES) and key not in part.ignored
     }
     problems = []
     missing = sorted(expected.keys() - present)
     unexpected = sorted(present - expected.keys())
     wrong_shape = sorted(
-        f"{key} {list(shapes[key])} (expected {list(expected[key].shape)})"
+        f"{key} {list(shapes[key])} (expected {list(expected[key])})"
         for key in expected.keys() & present
-        if tuple(shapes[key]) != tuple(expected[key].shape)
+        if tuple(shapes[key]) != expected[key]
     )
     for label, names in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", wrong_shape)):
         if names:
@@ -222,9 +245,23 @@ def _place(module: nn.Module, key: str, tensor: torch.Tensor) -> None:
 
 
 def _fill(part: _Part, source: _TensorFile, device: torch.device, dtype: torch.dtype) -> None:
-    """Read the part's tensors one by one into its module: the file is read once, never held twice."""
-    for key in part.module.state_dict().keys():
-        tensor = source.read(part.to_file_key(key))
+    """Read the part's tensors one by one into its module: the file is read once, never held twice.
+    A file tensor several model tensors come from (q, k and v packed in one matrix) is read once
+    and kept only until its last piece is placed; the pieces are views of it where no conversion
+    is needed, so they share its memory."""
+    uses = Counter(entry.file_key for entry in part.sources.values())
+    pending: dict[str, torch.Tensor] = {}
+    for key, entry in part.sources.items():
+        tensor = pending.get(entry.file_key)
+        if tensor is None:
+            tensor = source.read(entry.file_key)
+        if uses[entry.file_key] > 1:
+            uses[entry.file_key] -= 1
+            pending[entry.file_key] = tensor
+        else:
+            pending.pop(entry.file_key, None)
+        if entry.take is not None:
+            tensor = entry.take(tensor)
         if tensor.is_floating_point():
             tensor = tensor.to(device=device, dtype=dtype)
         else:
@@ -232,19 +269,57 @@ def _fill(part: _Part, source: _TensorFile, device: torch.device, dtype: torch.d
         _place(part.module, key, tensor)
 
 
-def _check_and_fill(parts: list[_Part], source: _TensorFile, device: torch.device, dtypes: list[torch.dtype]) -> None:
+def _part_bytes(part: _Part, dtype: torch.dtype) -> int:
+    return sum(t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
+               for t in part.module.state_dict().values())
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 30):.1f} GiB" if count >= 1 << 30 else f"{count / (1 << 20):.0f} MiB"
+
+
+def _require_memory(parts: list[_Part], dtypes: list[torch.dtype], device: torch.device, description: str,
+                    fraction: float | None) -> None:
+    """Refuse, before reading any weights, a model that does not fit in what `device` has free."""
+    if not fraction:
+        return
+    from latentgraph.nodes.sd.memory import free_memory
+
+    free = free_memory(device)
+    if free is None:
+        return
+    needed = sum(_part_bytes(part, dtype) for part, dtype in zip(parts, dtypes))
+    if needed > free * fraction:
+        hint = " with --precision bf16 the U-Net takes half as much;" if device.type == "cpu" and dtypes[0] == torch.float32 else ""
+        raise InsufficientMemory(
+            f"{description} needs {_size(needed)} of {'memory' if device.type == 'cpu' else str(device) + ' memory'} "
+            f"in {', '.join(sorted({str(d).removeprefix('torch.') for d in dtypes}))}, but only {_size(free)} is free"
+            f" ({fraction:.0%} of it may be used);{hint} close other programs or unload models first")
+
+
+def _check_and_fill(parts: list[_Part], source: _TensorFile, device: torch.device, dtypes: list[torch.dtype],
+                    memory_fraction: float | None = None) -> None:
     problems = [problem for part in parts for problem in _key_problems(part, source.shapes)]
     if problems:
         raise CheckpointError(
             f"{source.description} does not match the model its shapes describe:\n  " + "\n  ".join(problems)
         )
+    _require_memory(parts, dtypes, device, source.description, memory_fraction)
     for part, dtype in zip(parts, dtypes):
         _fill(part, source, device, dtype)
         part.module.eval().requires_grad_(False)
 
 
-def _prefixed(prefix: str) -> Callable[[str], str]:
-    return lambda key: prefix + key
+def _text_encoder_part(encoder_spec: TextEncoderSpec, model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> _Part:
+    name = f"text encoder {encoder_spec.name}"
+    prefix = encoder_spec.prefix
+    if encoder_spec.layout == "open_clip":
+        unused = {prefix + key for key in open_clip.UNUSED}
+        if not encoder_spec.pooled:  # SD2.x files carry a projection nothing uses
+            unused.add(prefix + "text_projection")
+        unused |= {key for key in shapes if key.startswith(prefix) and key.endswith(".attn_mask")}
+        return _Part(name, model, prefix, open_clip.key_map(model, prefix), frozenset(unused))
+    return _plain_part(name, model, prefix, lambda key: clip.file_key(model, key, prefix))
 
 
 def load_checkpoint(
@@ -253,23 +328,31 @@ def load_checkpoint(
     dtype: torch.dtype | None = None,
     prediction_type: str | None = None,
     allow_pickle: bool = False,
+    text_dtype: torch.dtype | None = None,
+    vae_dtype: torch.dtype | None = None,
+    memory_fraction: float | None = 0.9,
 ) -> LoadedCheckpoint:
-    """Load a single-file LDM checkpoint's U-Net, VAE and text encoder.
+    """Load a single-file LDM checkpoint's U-Net, VAE and text encoders, of any supported family.
 
-    device / dtype: where the weights go; see `resolve_dtype` (CPU is always float32). With dtype
-        None on a GPU the VAE stays float32, because SD VAEs can overflow in float16.
-    prediction_type: "epsilon" or "v_prediction"; None means epsilon (weights cannot tell).
+    device / dtype: where the weights go and the U-Net's dtype; see `resolve_dtype` (on the CPU
+        float16 becomes float32; bfloat16 is kept). text_dtype defaults to dtype; vae_dtype to
+        float32 (SD VAEs can overflow in float16).
+    prediction_type: "epsilon" or "v_prediction"; None or "auto" decides from the file (see
+        `families.detect_family`).
     allow_pickle: read .ckpt/.pt files with torch.load(weights_only=True) instead of refusing them.
-    Raises CheckpointError (not a checkpoint, unreadable, keys that do not match) or its subclass
-    UnsupportedCheckpoint (a family this version does not load yet).
+    memory_fraction: refuse, before reading any weights, a file whose models need more than this
+        share of the memory free on `device` (None: do not check).
+    Raises CheckpointError (not a checkpoint, unreadable, keys that do not match, too large) or its
+    subclass UnsupportedCheckpoint (a family this version does not load).
     """
     path = Path(path)
     device = torch.device(device)
     model_dtype = resolve_dtype(device, dtype)
-    vae_dtype = resolve_dtype(device, dtype if dtype is not None else torch.float32)
+    text_dtype = resolve_dtype(device, text_dtype if text_dtype is not None else dtype)
+    vae_dtype = resolve_dtype(device, vae_dtype if vae_dtype is not None else (dtype if dtype is not None else torch.float32))
 
     with open_tensor_file(path, allow_pickle) as source:
-        family = detect_family(source.shapes, source.metadata, prediction_type, source=path.name)
+        family = detect_family(source.shapes, source.metadata, prediction_type, source=path.name, read=source.read)
         ensure_supported(family, source=path.name)
 
         with torch.device("meta"):
@@ -277,13 +360,10 @@ def load_checkpoint(
             vae = AutoencoderKL(family.vae)
             text_encoders = {spec.name: clip.build_text_encoder(config)
                              for spec, config in zip(family.spec.text_encoders, family.text_encoders)}
-        parts = [_Part("U-Net", unet, UNET_PREFIX, _prefixed(UNET_PREFIX)),
-                 _Part("VAE", vae, VAE_PREFIX, _prefixed(VAE_PREFIX))]
-        for spec in family.spec.text_encoders:
-            model = text_encoders[spec.name]
-            parts.append(_Part(f"text encoder {spec.name}", model, spec.prefix,
-                               lambda key, model=model, prefix=spec.prefix: clip.file_key(model, key, prefix)))
-        _check_and_fill(parts, source, device, [model_dtype, vae_dtype] + [model_dtype] * len(text_encoders))
+        parts = [_plain_part("U-Net", unet, UNET_PREFIX), _plain_part("VAE", vae, VAE_PREFIX)]
+        parts += [_text_encoder_part(spec, text_encoders[spec.name], source.shapes) for spec in family.spec.text_encoders]
+        dtypes = [model_dtype, vae_dtype] + [text_dtype] * len(text_encoders)
+        _check_and_fill(parts, source, device, dtypes, memory_fraction)
         for model in text_encoders.values():
             clip.finish_text_encoder(model, device)
         metadata = dict(source.metadata)
@@ -297,13 +377,15 @@ def load_vae(
     dtype: torch.dtype | None = None,
     scaling_factor: float | None = None,
     allow_pickle: bool = False,
+    default_scaling_factor: float | None = None,
 ) -> AutoencoderKL:
     """Load a standalone VAE file (keys `encoder.*`, `decoder.*`, ...; e.g. models/vae/*.safetensors).
 
     A full checkpoint works too: its `first_stage_model.*` VAE is taken. The architecture of SD1.x,
     SD2.x and SDXL VAEs is the same, so the scaling factor cannot come from the weights: it is
     `scaling_factor` if given, else the file's `latentgraph.vae_scaling_factor` metadata, else
-    SD1.x's (pass the SDXL spec's `latent.scaling_factor` for an SDXL VAE). dtype None means
+    `default_scaling_factor`, else SD1.x's (pass the SDXL spec's `latent.scaling_factor` for an
+    SDXL VAE). dtype None means
     float32 everywhere.
     """
     path = Path(path)
@@ -318,17 +400,16 @@ def load_vae(
         else:
             raise CheckpointError(f"{path.name} is not a VAE: {describe_foreign_keys(source.shapes)}")
         if scaling_factor is None:
-            scaling_factor = scaling_factor_from_metadata(source.metadata, path.name) or SD1.latent.scaling_factor
+            scaling_factor = (scaling_factor_from_metadata(source.metadata, path.name) or default_scaling_factor
+                              or SD1.latent.scaling_factor)
         config = replace(infer_vae_config(source.shapes, prefix), scaling_factor=scaling_factor)
 
         with torch.device("meta"):
             vae = AutoencoderKL(config)
-        if prefix:
-            parts = [_Part("VAE", vae, prefix, _prefixed(prefix))]
-        else:
+        parts = [_plain_part("VAE", vae, prefix)]
+        if not prefix:
             # A standalone file has no common prefix: compare only its VAE-looking keys, so extras
             # such as EMA bookkeeping are ignored as they are in full checkpoints.
-            parts = [_Part("VAE", vae, "", lambda key: key)]
             source = _TensorFile(
                 {key: shape for key, shape in source.shapes.items() if key.startswith(VAE_PARTS)},
                 source.read,
@@ -343,14 +424,20 @@ def save_checkpoint(
     path: str | os.PathLike,
     unet: UNetModel,
     vae: AutoencoderKL,
-    text_encoder: CLIPTextModel,
+    text_encoder: nn.Module | Mapping[str, nn.Module],
     metadata: Mapping[str, str] | None = None,
     dtype: torch.dtype | None = None,
+    family: FamilySpec = SD1,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write the three models as one SD1.x LDM-layout .safetensors checkpoint that `load_checkpoint` reads.
+    """Write the models as one LDM-layout .safetensors checkpoint of `family` that `load_checkpoint` reads.
 
+    text_encoder: the family's text encoders by their spec names (a single module for a
+        one-encoder family), each written where and how (transformers' or open_clip's layout) the
+        family stores it.
     metadata: extra string -> string header entries, e.g. {"latentgraph.vae_scaling_factor": "0.2"}.
     dtype: convert floating tensors (e.g. torch.float16 to halve the file); None keeps them as they are.
+    extra_tensors: top-level tensors to store as they are (such as the `v_pred` marker).
     The file is written next to its destination and renamed into place, so an interrupted save
     never leaves a truncated checkpoint under the final name.
     """
@@ -361,6 +448,10 @@ def save_checkpoint(
         raise TypeError(f"safetensors metadata must map strings to strings; not so for {bad}")
     if SCALING_FACTOR_METADATA_KEY in entries:
         scaling_factor_from_metadata(entries, "metadata")  # fail now, not at load time
+    encoders = dict(text_encoder) if isinstance(text_encoder, Mapping) else {family.text_encoders[0].name: text_encoder}
+    names = [spec.name for spec in family.text_encoders]
+    if sorted(encoders) != sorted(names):
+        raise ValueError(f"a {family.label} checkpoint holds text encoders {names}, got {sorted(encoders)}")
 
     def prepared(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach().to("cpu")
@@ -373,9 +464,16 @@ def save_checkpoint(
         tensors[UNET_PREFIX + key] = prepared(tensor)
     for key, tensor in vae.state_dict().items():
         tensors[VAE_PREFIX + key] = prepared(tensor)
-    prefix = SD1.text_encoders[0].prefix  # an SD1.x checkpoint: its CLIP text encoder's place
-    for key, tensor in text_encoder.state_dict().items():
-        tensors[clip.file_key(text_encoder, key, prefix)] = prepared(tensor)
+    for spec in family.text_encoders:
+        model = encoders[spec.name]
+        if spec.layout == "open_clip":
+            for key, tensor in open_clip.to_open_clip(model).items():
+                tensors[spec.prefix + key] = prepared(tensor)
+        else:
+            for key, tensor in model.state_dict().items():
+                tensors[clip.file_key(model, key, spec.prefix)] = prepared(tensor)
+    for key, tensor in (extra_tensors or {}).items():
+        tensors[key] = tensor.detach().cpu().contiguous()
 
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, str(partial), metadata={"format": "pt", **entries})

@@ -56,13 +56,36 @@ class Denoiser:
                  y: torch.Tensor | None = None) -> torch.Tensor:
         """Denoised estimate of `x` ([B, C, H, W]) at noise levels `sigma` ([B]) given `cond` (and
         `y`, the extra conditioning vector of models that take one)."""
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        c_in = 1 / (s**2 + 1).sqrt()
+        s, c_in = _scalings(x, sigma)
         t = self.schedule.sigma_to_t(sigma)
         out = self.net(x * c_in, t, cond) if y is None else self.net(x * c_in, t, cond, y)
+        return self._denoised(x, s, c_in, out)
+
+    def denoised_from_output(self, x: torch.Tensor, sigma: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The denoised estimate of `x` at `sigma` ([B]) from the network's output (eps or v)."""
+        return self._denoised(x, *_scalings(x, sigma), output)
+
+    def output_from_denoised(self, x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+        """The network output (eps or v) that gives `denoised` for `x` at `sigma` ([B] > 0): the
+        inverse of `denoised_from_output`.
+
+        epsilon: F = (x - denoised) / sigma;  v: F = (x / (sigma^2 + 1) - denoised) * sqrt(sigma^2 + 1) / sigma.
+        """
+        s, c_in = _scalings(x, sigma)
+        if self.prediction_type == "epsilon":
+            return (x - denoised) / s
+        return (x * c_in**2 - denoised) / (s * c_in)
+
+    def _denoised(self, x: torch.Tensor, s: torch.Tensor, c_in: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.prediction_type == "epsilon":
             return x - s * out
         return x * c_in**2 - out * s * c_in
+
+
+def _scalings(x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sigma ([B]) shaped to broadcast over x, in x's dtype, and c_in = 1 / sqrt(sigma^2 + 1)."""
+    s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+    return s, 1 / (s**2 + 1).sqrt()
 
 
 def _match_batch(cond: torch.Tensor, batch: int, name: str) -> torch.Tensor:
@@ -101,14 +124,28 @@ class CFGDenoiser:
     side) the negative prompts are not computed at all.
 
     positive / negative: GuidanceEntry sequences, or a plain context tensor for one prompt.
+
+    rescale (phi, 0 to 1): CFG rescale (Lin et al. 2023, section 3.4; diffusers' `guidance_rescale`).
+    In the network's output space (eps or v, as the pipelines apply it), the guided output is
+    scaled to the standard deviation of the positive side's (per sample, over all other dims) and
+    mixed with the unscaled one: phi * scaled + (1 - phi) * guided. Here both sides are denoised
+    estimates, so they are taken to the output space with the denoiser's `output_from_denoised`
+    and the result back with `denoised_from_output` (a `Denoiser` has both). 0 changes nothing
+    (the same computation as without it); it applies only when the negative side is computed.
     """
 
     def __init__(self, denoiser: DenoiserFn, positive: Sequence[GuidanceEntry] | torch.Tensor,
-                 negative: Sequence[GuidanceEntry] | torch.Tensor | None, cfg_scale: float) -> None:
+                 negative: Sequence[GuidanceEntry] | torch.Tensor | None, cfg_scale: float,
+                 rescale: float = 0.0) -> None:
+        if not 0 <= rescale <= 1:
+            raise ValueError(f"rescale must be in [0, 1], got {rescale}")
+        if rescale and not all(hasattr(denoiser, m) for m in ("output_from_denoised", "denoised_from_output")):
+            raise TypeError("CFG rescale needs a denoiser that converts to and from its network's output (a Denoiser)")
         self.denoiser = denoiser
         self.positive = _entries(positive, "positive")
         self.negative = _entries(negative, "negative") if negative is not None else None
         self.cfg_scale = cfg_scale
+        self.rescale = rescale
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Guided denoised estimate of `x` at noise levels `sigma` ([B])."""
@@ -134,7 +171,21 @@ class CFGDenoiser:
         if not guided:
             return cond
         uncond = _weighted(out[len(self.positive):], self.negative)
-        return uncond + self.cfg_scale * (cond - uncond)
+        guided_denoised = uncond + self.cfg_scale * (cond - uncond)
+        if not self.rescale:
+            return guided_denoised
+        return self._rescaled(x, sigma, cond, guided_denoised)
+
+    def _rescaled(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+        """CFG rescale (see the class doc) of the guided denoised estimate, in the output space."""
+        if not bool((sigma > 0).all()):  # no output space at sigma 0 (samplers never ask there)
+            return guided
+        cond_out = self.denoiser.output_from_denoised(x, sigma, cond)
+        guided_out = self.denoiser.output_from_denoised(x, sigma, guided)
+        dims = list(range(1, x.ndim))
+        scaled = guided_out * (cond_out.std(dim=dims, keepdim=True) / guided_out.std(dim=dims, keepdim=True))
+        mixed = self.rescale * scaled + (1 - self.rescale) * guided_out
+        return self.denoiser.denoised_from_output(x, sigma, mixed)
 
 
 def _entries(side: Sequence[GuidanceEntry] | torch.Tensor, name: str) -> tuple[GuidanceEntry, ...]:

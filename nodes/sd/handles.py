@@ -37,6 +37,7 @@ class DiffusionModel(ModelHandle):
     prediction_type: str
     latent_channels: int
     source: str  # the checkpoint's name, for messages
+    cfg_rescale: float = 0.0  # CFG rescale's phi (the rescale_cfg node; see denoiser.CFGDenoiser)
 
     @property
     def family(self) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
+from latentgraph.nodes.sd import open_clip
 from latentgraph.nodes.sd.text_encoder import TextEncoderConfig
 from latentgraph.nodes.sd.unet import UNetConfig
 from latentgraph.nodes.sd.vae import VAEConfig
@@ -181,6 +182,27 @@ def infer_text_encoder_config(shapes: Mapping[str, Sequence[int]], prefix: str, 
     )
 
 
+def infer_open_clip_config(shapes: Mapping[str, Sequence[int]], prefix: str, hidden_act: str = "gelu",
+                           projection: bool = False) -> TextEncoderConfig:
+    """Read an OpenCLIP text tower's config from its tensor shapes (open_clip's key layout).
+    projection: keep the file's `text_projection` (for a family that uses the pooled vector)."""
+    try:
+        sizes = open_clip.shapes_of(shapes, prefix)
+    except KeyError as missing:
+        raise CheckpointError(f"the text encoder is incomplete: tensor {missing.args[0]!r} is missing") from None
+    if projection and not sizes["projection_dim"]:
+        raise CheckpointError(f"the text encoder has no {prefix}text_projection, which its pooled vector needs")
+    return TextEncoderConfig(
+        hidden_size=sizes["hidden_size"],
+        num_layers=sizes["num_layers"],
+        intermediate_size=sizes["intermediate_size"],
+        vocab_size=sizes["vocab_size"],
+        max_positions=sizes["max_positions"],
+        hidden_act=hidden_act,
+        projection_dim=sizes["projection_dim"] if projection else 0,
+    )
+
+
 def describe_foreign_keys(keys: Iterable[str]) -> str:
     """Say what a file that is not an LDM checkpoint looks like, from its key names."""
     keys = list(keys)
@@ -238,6 +260,9 @@ def ldm_original_config(unet: UNetConfig, vae: VAEConfig) -> dict[str, Any]:
         unet_params["num_heads"] = unet.num_heads
     else:
         unet_params["num_head_channels"] = unet.num_head_channels
+    if unet.adm_in_channels is not None:  # SDXL's y vector, through label_emb, as its yaml says
+        unet_params["num_classes"] = "sequential"
+        unet_params["adm_in_channels"] = unet.adm_in_channels
     ddconfig = {
         "in_channels": vae.in_channels,
         "out_ch": vae.out_channels,

@@ -22,7 +22,8 @@ Parsing follows A1111's ``parse_prompt_attention`` with these documented choices
   parses to ``[("", 1.0)]``.
 
 Chunking follows A1111: tokens are grouped in windows of 75; each window becomes
-``[BOS] + 75 tokens (padded with EOS=49407) + [EOS]`` = 77 ids. When a window fills up and the
+``[BOS] + tokens + [EOS] + padding`` = 77 ids, padded with the end token (49407: SD1.x's CLIP and
+SDXL's CLIP-L) or token 0 ("!": OpenCLIP in SD2.x and SDXL), as each encoder was trained. When a window fills up and the
 last comma in it is at most ``comma_backtrack`` (default 20, A1111's default; 0 disables) tokens
 back, the tokens after that comma move to the next window, so a phrase is not cut in half.
 ``BREAK`` pads the current window and starts a new one. BOS/EOS/padding positions get weight 1.
@@ -165,7 +166,7 @@ def parse_prompt_attention(text: str) -> list[Segment]:
 class TokenizedPrompt:
     """A prompt as CLIP input: ``ids`` and per-token ``weights``, both ``[chunks, 77]``.
 
-    Every row is ``[BOS] + 75 tokens + [EOS]``, short rows padded with EOS (49407).
+    Every row is ``[BOS] + up to 75 tokens + [EOS]``, short rows padded with ``pad_id`` after the EOS.
     ``token_count`` is the number of text tokens (no BOS/EOS/padding); ``segments`` is the parse.
     """
 
@@ -188,10 +189,12 @@ def tokenize_prompt(
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
     comma_backtrack: int = 20,
+    pad_id: int = PAD_ID,
 ) -> TokenizedPrompt:
     """Parse emphasis, tokenize each segment and pack the tokens into 77-id chunks (A1111's rules).
 
-    ``tokenizer`` defaults to the shared CLIP tokenizer (``nodes.sd.tokenizer.get_tokenizer``).
+    ``tokenizer`` defaults to the shared CLIP tokenizer (``nodes.sd.tokenizer.get_tokenizer``);
+    ``pad_id`` fills each chunk after its end token (EOS for SD1.x, 0 for OpenCLIP encoders).
     """
     tok = tokenizer if tokenizer is not None else get_tokenizer()
     segments = parse_prompt_attention(text)
@@ -207,7 +210,7 @@ def tokenize_prompt(
     def next_chunk() -> None:
         nonlocal cur_ids, cur_w, last_comma
         pad = CHUNK_TOKENS - len(cur_ids)
-        chunks.append(([BOS_ID] + cur_ids + [PAD_ID] * pad + [EOS_ID], [1.0] + cur_w + [1.0] * (pad + 1)))
+        chunks.append(([BOS_ID] + cur_ids + [EOS_ID] + [pad_id] * pad, [1.0] + cur_w + [1.0] * (pad + 1)))
         cur_ids, cur_w, last_comma = [], [], -1
 
     for seg in segments:
@@ -241,8 +244,8 @@ def tokenize_prompt(
     return TokenizedPrompt(ids=ids, weights=weights, token_count=count, segments=segments)
 
 
-def _empty_chunk_ids() -> torch.Tensor:
-    return torch.tensor([BOS_ID] + [EOS_ID] + [PAD_ID] * (MAX_LENGTH - 2), dtype=torch.long)
+def _empty_chunk_ids(pad_id: int = PAD_ID) -> torch.Tensor:
+    return torch.tensor([BOS_ID] + [EOS_ID] + [pad_id] * (MAX_LENGTH - 2), dtype=torch.long)
 
 
 def encode_tokens(text_model: torch.nn.Module, ids: torch.Tensor, clip_skip: int = 1,
@@ -283,6 +286,7 @@ def encode_prompt(
     final_norm: bool = True,
     weighting: Weighting = "comfy",
     comma_backtrack: int = 20,
+    pad_id: int = PAD_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode a prompt with emphasis weights into SD conditioning.
 
@@ -302,14 +306,14 @@ def encode_prompt(
     else:
         if text is None:
             raise ValueError("text is required when a tokenizer (or None) is given")
-        tokens = tokenize_prompt(text, tokenizer_or_tokens, comma_backtrack=comma_backtrack)
+        tokens = tokenize_prompt(text, tokenizer_or_tokens, comma_backtrack=comma_backtrack, pad_id=pad_id)
     if weighting not in ("comfy", "a1111", "none"):
         raise ValueError(f"unknown weighting {weighting!r}; use 'comfy', 'a1111' or 'none'")
 
     ids, weights = tokens.ids, tokens.weights
     n = ids.shape[0]
     apply = weighting != "none" and tokens.has_weights
-    batch = torch.cat([ids, _empty_chunk_ids()[None]]) if apply and weighting == "comfy" else ids
+    batch = torch.cat([ids, _empty_chunk_ids(pad_id)[None]]) if apply and weighting == "comfy" else ids
 
     with torch.no_grad():
         z, last = encode_tokens(text_model, batch, clip_skip, final_norm)
@@ -335,16 +339,22 @@ def encode_prompt(
 
 def encode_text(encoders: Mapping[str, torch.nn.Module], spec: FamilySpec, text: str,
                 clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A prompt as the family's conditioning: each text encoder of `spec` encodes it at the layer
-    the family was trained on (`clip_skip`, when given, overrides it for every encoder: 1 the last
-    layer, 2 the one before...), and their hidden states are concatenated along channels into the
-    cross-attention context. The pooled vector is the one of the encoder the spec marks `pooled`,
-    else the first encoder's. Returns (context [1, tokens, dim], pooled [1, dim])."""
+    """A prompt as the family's conditioning.
+
+    Each text encoder of `spec` encodes the prompt (the same 75-token windows for all of them,
+    each padded as that encoder was trained) and hands over the hidden state of the layer the
+    family was trained on, with or without the final layer norm as the spec says. `clip_skip`
+    picks the layer for every encoder instead, counted from the end: 1 the last layer, 2 the one
+    before it (what SD2.x and SDXL use by default)... The hidden states are concatenated along
+    channels into the cross-attention context (SDXL: 768 + 1280). The pooled vector is the one of
+    the encoder the spec marks `pooled` (SDXL's bigG, projected), else the first encoder's.
+    Returns (context [1, tokens, dim], pooled [1, dim])."""
     contexts, pooled, first_pooled = [], None, None
     for encoder in spec.text_encoders:
         skip = clip_skip if clip_skip is not None else (2 if encoder.layer == "penultimate" else 1)
+        pad_id = EOS_ID if encoder.pad_token == "end" else 0
         context, vector = encode_prompt(None, encoders[encoder.name], text, clip_skip=skip,
-                                        final_norm=encoder.final_norm)
+                                        final_norm=encoder.final_norm, pad_id=pad_id)
         contexts.append(context)
         first_pooled = vector if first_pooled is None else first_pooled
         if encoder.pooled:

@@ -13,18 +13,43 @@ from latentgraph.nodes.sd.samplers import SAMPLERS, default_noise_sampler
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step done, total, denoised estimate)
 
 
-def guided_model(model: DiffusionModel, positive: Conditioning, negative: Conditioning | None, cfg: float) -> CFGDenoiser:
+def guided_model(model: DiffusionModel, positive: Conditioning, negative: Conditioning | None, cfg: float,
+                 size: tuple[int, int] | None = None) -> CFGDenoiser:
     """The sampler's model: the U-Net as a denoiser with classifier-free guidance over every prompt
-    of both sides (one U-Net call per step; see CFGDenoiser)."""
+    of both sides (one U-Net call per step; see CFGDenoiser).
+
+    For families whose U-Net reads an extra conditioning vector (SDXL), each prompt's vector is
+    built by the family spec from the prompt's pooled text and extra inputs, with `size` (the
+    image's width and height in pixels) where the prompt leaves its size inputs unset."""
     denoiser = Denoiser(model.net, model.schedule, model.prediction_type)
     device = model.device
+    vector = model.spec.vector
 
-    def entries(side: Conditioning) -> list[GuidanceEntry]:  # moved to the model's device once, not every step
-        return [GuidanceEntry(e.embedding.to(device, torch.float32), e.strength) for e in side.entries]
+    def entries(side: Conditioning, name: str) -> list[GuidanceEntry]:  # moved to the device once, not every step
+        out = []
+        for e in side.entries:
+            _check_width(model, e, name)
+            y = None
+            if vector is not None:
+                if size is None:
+                    raise ValueError(f"a {model.spec.label} model needs the image size to build its conditioning vector")
+                y = vector(e, name, size).to(device, torch.float32)
+            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y))
+        return out
 
     if not positive.entries:
         raise ValueError("positive conditioning is empty")
-    return CFGDenoiser(denoiser, entries(positive), entries(negative) if negative is not None else None, cfg)
+    return CFGDenoiser(denoiser, entries(positive, "positive"), entries(negative, "negative") if negative is not None else None, cfg,
+                       rescale=model.cfg_rescale)
+
+
+def _check_width(model: DiffusionModel, entry, side: str) -> None:
+    """A prompt encoded by another family's text encoder cannot be read by this U-Net: say so."""
+    width = entry.embedding.shape[-1]
+    expected = model.unet.config.context_dim
+    if width != expected:
+        raise ValueError(f"the {side} prompt is {width} channels wide but {model.source} ({model.spec.label}) reads "
+                         f"{expected}: encode it with the text encoder of the same checkpoint")
 
 
 def denoise_latents(
@@ -37,11 +62,14 @@ def denoise_latents(
     sampler: SamplerChoice,
     cfg: float,
     on_step: StepCallback | None = None,
+    add_noise: bool = True,
 ) -> Latent:
     """Add the seeded noise at sigmas[0] to the latent and walk the sampler down `sigmas`.
 
     An empty latent gives text-to-image; a VAE-encoded image with a shortened schedule (denoise < 1)
     gives image-to-image. Sampling runs in float32 on the model's device; the U-Net in its own dtype.
+    add_noise=False starts from the latent as it is, already noisy at sigmas[0] (a first stage's
+    leftover-noise output); stochastic samplers still draw their step noise from `noise`'s seed + 1.
     """
     if sampler.name not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler.name!r}; expected one of {', '.join(SAMPLERS)}")
@@ -52,7 +80,9 @@ def denoise_latents(
         return latent
     device = model.device
     sigmas = sigmas.to(device=device, dtype=torch.float32)
-    x = samples.to(device, torch.float32) + noise.generate(samples).to(device) * sigmas[0]
+    x = samples.to(device, torch.float32)
+    if add_noise:
+        x = x + noise.generate(samples).to(device) * sigmas[0]
     total = sigmas.numel() - 1
 
     def callback(info: dict) -> None:
@@ -61,7 +91,7 @@ def denoise_latents(
 
     sample = SAMPLERS[sampler.name]
     result = sample(
-        guided_model(model, positive, negative, cfg),
+        guided_model(model, positive, negative, cfg, (samples.shape[-1] * 8, samples.shape[-2] * 8)),
         x,
         sigmas,
         callback=callback,

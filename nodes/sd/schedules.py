@@ -93,6 +93,31 @@ def scaled_linear_noise_schedule(beta_start: float, beta_end: float, num_timeste
     return NoiseSchedule.from_alphas_cumprod(torch.cumprod(1 - betas, dim=0))
 
 
+# The last training step's alphas_cumprod after the zero-terminal-SNR rescale: 0 would make its
+# sigma infinite, so, as diffusers' schedulers with `rescale_betas_zero_snr=True` do, it is set to
+# 2**-24 (float16's smallest subnormal), which makes sigma_max = sqrt(2**24 - 1), about 4096.
+ZERO_SNR_LAST_ALPHAS_CUMPROD = 2.0**-24
+
+
+def zero_terminal_snr(schedule: NoiseSchedule) -> NoiseSchedule:
+    """The schedule rescaled to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules
+    and Sample Steps are Flawed", algorithm 1), for models trained that way (v-prediction).
+
+    sqrt(alphas_cumprod) is shifted so the last timestep's is 0 and scaled so the first timestep's
+    is unchanged; the last alphas_cumprod is then set to `ZERO_SNR_LAST_ALPHAS_CUMPROD` (2**-24)
+    instead of 0, as diffusers does, so the first sigma is finite (about 4096). diffusers rescales
+    float32 betas and takes their cumulative product again; here the same values come straight
+    from float64 alphas_cumprod (equal up to diffusers' float32 rounding).
+    """
+    alphas_cumprod = 1 / (1 + schedule.sigmas.to(torch.float64) ** 2)
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    alphas_cumprod = root**2
+    alphas_cumprod[-1] = ZERO_SNR_LAST_ALPHAS_CUMPROD
+    return NoiseSchedule.from_alphas_cumprod(alphas_cumprod)
+
+
 def _with_final_zero(sigmas: torch.Tensor) -> torch.Tensor:
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(torch.float32)

@@ -10,7 +10,7 @@ such as another text encoder layout), not editing conditionals across the code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -84,7 +84,7 @@ class FamilySpec:
 
     Detection: `detect(shapes)` says whether a checkpoint's key -> shape table is of this family
         (families are tried in `families.FAMILIES` order, most specific first).
-    supported: False for a family that is recognised but not loaded yet (the loader says so).
+    supported: False for a family that is recognised but not loaded (the loader says so).
     unet_heads: what the weights cannot tell about attention heads: {"num_heads": 8} or
         {"num_head_channels": 64}.
     text_encoders: in the order their outputs are concatenated into the cross-attention context.
@@ -92,8 +92,16 @@ class FamilySpec:
     schedule: the training noise schedule.
     prediction_type: "epsilon" or "v_prediction" when neither the file nor the user says.
     default_size: the image side it was trained at (pixels).
-    extra_conditioning: what the U-Net's `y` vector is made of (SDXL: pooled text and size
-        inputs), or None; the family's module builds it.
+    extra_inputs: the conditioning inputs besides the text that the family's U-Net reads through
+        its `y` vector (SDXL: sizes and crop; the refiner: size, crop and aesthetic score).
+    vector: builds that `y` vector for one prompt: `vector(entry, side, (width, height))` with
+        the ConditioningEntry, "positive" or "negative", and the image size in pixels (what
+        unset size inputs default to); None for families without one.
+    prediction_from_weights: tells the prediction type from the file where its weights can:
+        `fn(shapes, read)` with `read(key) -> tensor` returns "epsilon", "v_prediction" or None
+        (no opinion); markers every family honours (`v_pred`, `ztsnr` keys) are read first.
+    upcast_attention: compute attention scores in float32 when the model runs in float16 (SD2.x
+        overflows there otherwise).
     lora_prefixes: LoRA key prefixes (kohya naming) -> which module they patch ("unet", or a text
         encoder's name).
     control_residuals: where ControlNet residuals enter the U-Net: after each input block, and
@@ -111,7 +119,10 @@ class FamilySpec:
     supported: bool = True
     prediction_type: str = "epsilon"
     default_size: int = 512
-    extra_conditioning: str | None = None
+    extra_inputs: tuple[str, ...] = ()
+    vector: Callable[[Any, str, tuple[int, int]], torch.Tensor] | None = None
+    prediction_from_weights: Callable[[Shapes, Callable[[str], torch.Tensor]], str | None] | None = None
+    upcast_attention: bool = False
     lora_prefixes: Mapping[str, str] = field(default_factory=dict)
     control_residuals: tuple[str, ...] = ("input_blocks", "middle_block")
     inpaint_channels: tuple[str, ...] = ("mask", "masked_image_latent")

@@ -1,10 +1,12 @@
-"""CLIP text encoders stored in transformers' layout, as transformers' CLIPTextModel.
+"""CLIP text encoders as transformers' CLIPTextModel (CLIPTextModelWithProjection where the
+family uses the pooled, projected vector).
 
-A family spec says where a checkpoint keeps each of its text encoders (SD1.x: OpenAI's CLIP
-ViT-L/14 text tower under `cond_stage_model.transformer.text_model.*`); those in the layout
-transformers uses load as they are. transformers 5.x flattened CLIPTextModel (its own keys carry no `text_model.` prefix,
-older versions wrapped everything in `.text_model`); `model_key_prefix` tells which one is
-installed, and `file_key` maps the model's keys to the file's for both.
+A family spec says where a checkpoint keeps each of its text encoders and in which layout: SD1.x's
+OpenAI CLIP ViT-L/14 under `cond_stage_model.transformer.text_model.*` is in transformers' own
+layout and loads as it is; OpenCLIP towers (SD2.x, SDXL) are mapped by `open_clip`.
+transformers 5.x flattened CLIPTextModel (its own keys carry no `text_model.` prefix; older
+versions, and CLIPTextModelWithProjection still, wrap everything in `.text_model`);
+`model_key_prefix` tells which one a model is, and `file_key` maps its keys to the file's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 # The CLIP tokenizer's special tokens (vocabulary of 49408).
 START_OF_TEXT = 49406
@@ -28,7 +30,9 @@ class TextEncoderConfig:
     intermediate_size: MLP width (3072).
     vocab_size: token embedding rows (49408).
     max_positions: position embedding rows, the longest token sequence (77).
-    hidden_act: MLP activation; OpenAI's CLIP uses quick_gelu.
+    hidden_act: MLP activation; OpenAI's CLIP uses quick_gelu, OpenCLIP gelu.
+    projection_dim: width of the text projection applied to the pooled vector (SDXL's bigG: 1280);
+        0 builds a model without one.
     """
 
     hidden_size: int = 768
@@ -37,6 +41,7 @@ class TextEncoderConfig:
     vocab_size: int = 49408
     max_positions: int = 77
     hidden_act: str = "quick_gelu"
+    projection_dim: int = 0
 
     @property
     def num_heads(self) -> int:
@@ -57,6 +62,7 @@ class TextEncoderConfig:
             num_attention_heads=self.num_heads,
             max_position_embeddings=self.max_positions,
             hidden_act=self.hidden_act,
+            projection_dim=self.projection_dim or self.hidden_size,
             layer_norm_eps=1e-5,
             bos_token_id=token(START_OF_TEXT),
             eos_token_id=token(END_OF_TEXT),
@@ -65,11 +71,12 @@ class TextEncoderConfig:
         )
 
 
-def build_text_encoder(config: TextEncoderConfig) -> CLIPTextModel:
-    """A CLIPTextModel of this shape in eval mode. Build it under `torch.device("meta")` to get
-    one without memory for weights, then fill it with `place_tensor` and `finish_text_encoder`."""
-    model = CLIPTextModel(config.to_transformers())
-    return model.eval().requires_grad_(False)
+def build_text_encoder(config: TextEncoderConfig) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """A CLIPTextModel of this shape in eval mode (CLIPTextModelWithProjection when the config has
+    a projection). Build it under `torch.device("meta")` to get one without memory for weights,
+    then fill it from a file and call `finish_text_encoder`."""
+    model_class = CLIPTextModelWithProjection if config.projection_dim else CLIPTextModel
+    return model_class(config.to_transformers()).eval().requires_grad_(False)
 
 
 def model_key_prefix(model: CLIPTextModel) -> str:

@@ -10,8 +10,9 @@ key and loading needs no conversion table. Between blocks, and between the piece
 convolutions and feed-forwards are split into (`nodes.sd.chunked`), the forward pass offers cancel
 points (`nodes.sd.interrupt`), so a cancelled run stops within a fraction of a second even at 2048².
 
-SD1.x is what loads today; SD2.x (linear projections, 64-channel heads) and SDXL (per-level
-transformer depth, `label_emb` for the pooled-text/size vector) are expressed by the same config.
+One config expresses SD1.x, SD2.x (linear projections, 64-channel heads, attention upcast in
+float16) and SDXL (per-level transformer depth with none at the first level, `label_emb` for the
+pooled-text/size vector).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class UNetConfig:
         layers instead of 1x1 convolutions.
     adm_in_channels: width of the extra conditioning vector `y` added to the timestep embedding
         (SDXL: 2816); None for models without one.
+    upcast_attention: attention runs in float32 when the model is float16 (SD2.x's attention
+        overflows float16's range); weights and everything else keep the model's dtype.
     """
 
     in_channels: int = 4
@@ -64,6 +67,7 @@ class UNetConfig:
     context_dim: int = 768
     use_linear_in_transformer: bool = False
     adm_in_channels: int | None = None
+    upcast_attention: bool = False
 
     def depth_at_level(self, level: int) -> int:
         """Transformer blocks per spatial transformer at `level` (0 where the level has none)."""
@@ -148,10 +152,11 @@ class ResBlock(nn.Module):
 class CrossAttention(nn.Module):
     """Multi-head attention from `x` to `context` (to itself when context is None)."""
 
-    def __init__(self, query_dim: int, context_dim: int, heads: int, head_channels: int):
+    def __init__(self, query_dim: int, context_dim: int, heads: int, head_channels: int, upcast: bool = False):
         super().__init__()
         inner_dim = heads * head_channels
         self.heads = heads
+        self.upcast = upcast
         self.to_q = nn.Linear(query_dim, inner_dim, bias=False)
         self.to_k = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=False)
@@ -165,7 +170,10 @@ class CrossAttention(nn.Module):
         cancel_point()
         v = self.to_v(context)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
-        out = attention(q, k, v)  # scale 1/sqrt(head_channels), as LDM; in pieces when large
+        dtype = q.dtype
+        if self.upcast and dtype == torch.float16:
+            q, k, v = q.float(), k.float(), v.float()
+        out = attention(q, k, v).to(dtype)  # scale 1/sqrt(head_channels), as LDM; in pieces when large
         return self.to_out(out.transpose(1, 2).flatten(2))
 
 
@@ -194,11 +202,11 @@ class FeedForward(nn.Module):
 class BasicTransformerBlock(nn.Module):
     """Self-attention, cross-attention to the text, feed-forward; each pre-normed and residual."""
 
-    def __init__(self, dim: int, heads: int, head_channels: int, context_dim: int):
+    def __init__(self, dim: int, heads: int, head_channels: int, context_dim: int, upcast: bool = False):
         super().__init__()
-        self.attn1 = CrossAttention(dim, dim, heads, head_channels)
+        self.attn1 = CrossAttention(dim, dim, heads, head_channels, upcast)
         self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, context_dim, heads, head_channels)
+        self.attn2 = CrossAttention(dim, context_dim, heads, head_channels, upcast)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
@@ -215,7 +223,8 @@ class BasicTransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     """Runs transformer blocks over the pixels of a feature map, as a sequence of tokens."""
 
-    def __init__(self, channels: int, heads: int, head_channels: int, depth: int, context_dim: int, linear: bool):
+    def __init__(self, channels: int, heads: int, head_channels: int, depth: int, context_dim: int, linear: bool,
+                 upcast: bool = False):
         super().__init__()
         inner_dim = heads * head_channels
         self.linear = linear
@@ -227,7 +236,7 @@ class SpatialTransformer(nn.Module):
             self.proj_in = Conv2d(channels, inner_dim, 1)
             self.proj_out = Conv2d(inner_dim, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(inner_dim, heads, head_channels, context_dim) for _ in range(depth)
+            BasicTransformerBlock(inner_dim, heads, head_channels, context_dim, upcast) for _ in range(depth)
         )
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -330,7 +339,7 @@ class UNetModel(nn.Module):
         def transformer(width: int, depth: int) -> SpatialTransformer:
             heads, head_channels = c.heads_for(width)
             return SpatialTransformer(
-                width, heads, head_channels, depth, c.context_dim, c.use_linear_in_transformer
+                width, heads, head_channels, depth, c.context_dim, c.use_linear_in_transformer, c.upcast_attention
             )
 
         # Down: remember the width of every block's output; the way up concatenates them back.

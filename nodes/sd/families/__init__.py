@@ -8,8 +8,11 @@ add it here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
+
+import torch
 
 from latentgraph.nodes.sd.families.sd1 import SD1
 from latentgraph.nodes.sd.families.sd2 import SD2
@@ -20,6 +23,7 @@ from latentgraph.nodes.sd.layout import (
     CheckpointError,
     UnsupportedCheckpoint,
     describe_foreign_keys,
+    infer_open_clip_config,
     infer_text_encoder_config,
     infer_unet_config,
     infer_vae_config,
@@ -44,15 +48,19 @@ def family_named(name: str) -> FamilySpec:
 class ModelFamily:
     """A checkpoint's family with the configs inferred from its tensors.
 
-    spec: the family's facts. text_encoders: one config per spec text encoder (None where this
-    version cannot build that layout yet). prediction_type: "epsilon" or "v_prediction".
+    spec: the family's facts. text_encoders: one config per spec text encoder.
+    prediction_type: "epsilon" or "v_prediction"; prediction_source says who decided it ("the
+    caller", "the file's v_pred key", "the weights", "the family's default").
+    zero_terminal_snr: the file marks itself as trained with a zero-terminal-SNR schedule (`ztsnr`).
     """
 
     spec: FamilySpec
     unet: UNetConfig
     vae: VAEConfig
-    text_encoders: tuple[TextEncoderConfig | None, ...]
+    text_encoders: tuple[TextEncoderConfig, ...]
     prediction_type: str
+    prediction_source: str = "the family's default"
+    zero_terminal_snr: bool = False
 
     @property
     def name(self) -> str:
@@ -76,15 +84,23 @@ class ModelFamily:
         return self.vae.embed_dim
 
 
+# Markers some fine-tunes store as (empty) top-level tensors, honoured for every family as ComfyUI does.
+V_PREDICTION_KEY = "v_pred"
+ZERO_TERMINAL_SNR_KEY = "ztsnr"
+
+
 def detect_family(
     shapes: Mapping[str, Sequence[int]],
     metadata: Mapping[str, str] | None = None,
     prediction_type: str | None = None,
     source: str = "the checkpoint",
+    read: Callable[[str], torch.Tensor] | None = None,
 ) -> ModelFamily:
     """Classify a checkpoint from its key -> shape table and infer its configs.
 
-    prediction_type: "epsilon" or "v_prediction"; None means the family's usual choice.
+    prediction_type: "epsilon" or "v_prediction" to override; None (or "auto") decides from the
+        file: a `v_pred` key, else the family's weight heuristic (needs `read`, which reads one
+        tensor by key), else the family's usual choice.
     source: how messages name the file.
     Raises CheckpointError for files that are not an LDM-layout SD checkpoint (saying what they
     look like instead), UnsupportedCheckpoint for a U-Net with no text encoder any family has;
@@ -100,21 +116,52 @@ def detect_family(
             f"{source} has a U-Net (model.diffusion_model.*) but no text encoder Latentgraph recognises "
             f"(expected one of {expected}); {_supported_sentence()}", family=None)
 
-    unet = infer_unet_config(shapes, **spec.unet_heads)
-    text_encoders = tuple(infer_text_encoder_config(shapes, e.prefix, e.hidden_act) if e.layout == "transformers"
-                          and spec.supported else None for e in spec.text_encoders)
-    context = sum(e.hidden_size for e in text_encoders if e is not None)
-    if spec.supported and context != unet.context_dim:
+    unet = replace(infer_unet_config(shapes, **spec.unet_heads), upcast_attention=spec.upcast_attention)
+    text_encoders = tuple(_text_encoder_config(shapes, e, source) for e in spec.text_encoders)
+    context = sum(e.hidden_size for e in text_encoders)
+    if context != unet.context_dim:
         raise CheckpointError(
-            f"{source}: the text encoder is {context} wide but the U-Net's cross-attention reads "
+            f"{source}: the text encoders are {context} wide but the U-Net's cross-attention reads "
             f"{unet.context_dim}; the file mixes parts of different models")
+    if spec.vector is not None:
+        pooled = next((c.projection_dim or c.hidden_size for e, c in zip(spec.text_encoders, text_encoders)
+                       if e.pooled), 0)
+        probe = SimpleNamespace(pooled=torch.zeros(1, pooled), extra={})  # a stand-in conditioning entry
+        dummy = spec.vector(probe, "positive", (8, 8))
+        if unet.adm_in_channels != dummy.shape[1]:
+            raise CheckpointError(
+                f"{source}: the U-Net's label_emb reads {unet.adm_in_channels} channels but a {spec.label} "
+                f"conditioning vector with this text encoder is {dummy.shape[1]}; the file mixes parts of different models")
 
-    prediction_type = prediction_type or spec.prediction_type
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    prediction_type, prediction_source = _prediction(spec, shapes, prediction_type, read)
     scaling_factor = scaling_factor_from_metadata(metadata, source)
     vae = replace(infer_vae_config(shapes), scaling_factor=scaling_factor or spec.latent.scaling_factor)
-    return ModelFamily(spec, unet, vae, text_encoders, prediction_type)
+    return ModelFamily(spec, unet, vae, text_encoders, prediction_type, prediction_source,
+                       zero_terminal_snr=ZERO_TERMINAL_SNR_KEY in shapes)
+
+
+def _text_encoder_config(shapes: Mapping[str, Sequence[int]], encoder, source: str) -> TextEncoderConfig:
+    try:
+        if encoder.layout == "open_clip":
+            return infer_open_clip_config(shapes, encoder.prefix, encoder.hidden_act, projection=encoder.pooled)
+        return infer_text_encoder_config(shapes, encoder.prefix, encoder.hidden_act)
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: text encoder {encoder.name}: {error}") from error
+
+
+def _prediction(spec: FamilySpec, shapes: Mapping[str, Sequence[int]], asked: str | None,
+                read: Callable[[str], torch.Tensor] | None) -> tuple[str, str]:
+    if asked not in (None, "auto"):
+        if asked not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of auto, {', '.join(PREDICTION_TYPES)}, got {asked!r}")
+        return asked, "the caller"
+    if V_PREDICTION_KEY in shapes:
+        return "v_prediction", "the file's v_pred key"
+    if spec.prediction_from_weights is not None and read is not None:
+        guess = spec.prediction_from_weights(shapes, read)
+        if guess is not None:
+            return guess, "the weights"
+    return spec.prediction_type, "the family's default"
 
 
 def ensure_supported(family: ModelFamily, source: str = "the checkpoint") -> None:
