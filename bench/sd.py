@@ -3,6 +3,8 @@
     .venv/bin/python bench/sd.py [--quick] [--size 256] [--steps 20] [--skip-sd15] [--skip-tiny]
                                  [--repeat 10] [--sd-repeat 3] [--sd-runs 1] [--threads 2]
                                  [--omp-passive] [--weights-dir DIR]
+                                 [--sdxl [--sdxl-size 512] [--sdxl-steps 4] [--sdxl-bf16-steps 2]
+                                  [--sdxl-precision fp32|bf16|both]]
 
 --quick measures the tiny model only (under a minute on a quiet 2-core machine); the default adds
 the SD1.5-size rows (about 4-5 minutes there, most of it the three 20-step txt2img runs, plus
@@ -28,6 +30,15 @@ interleaved so that load from other processes hits both alike:
   saving its PNG. Loading is excluded on both sides.
 And the graph overhead: the same seed-only re-run through the executor against calling the code
 the nodes call directly (denoise_latents, decode_from_latent, save_pngs) in the same process.
+
+--sdxl adds SDXL-base-size rows (U-Net 2.6B, CLIP-L + bigG, VAE; seeded random weights, built once
+with the modules made in fp16, about 7 GB held, saved as a 6.5 GB fp16 file; --weights-dir keeps
+it): the U-Net forward at a (sdxl-size/8)^2 latent, batch 2, with the y vector, and txt2img through
+workflows/sdxl_txt2img.json against StableDiffusionXLPipeline given our prompt embeddings and pooled
+vectors, both on the same tensors; first in fp32 (about 14 GB of weights, 18 GB at peak), then in a
+fresh worker, after the fp32 one has exited, with our CPU bf16 placement (U-Net bf16). It also
+reports loading time and the resident set after loading. About 13 minutes on a 2-core machine with
+--sd-repeat 1 --sd-runs 1; --skip-tiny --skip-sd15 --sdxl measures SDXL only.
 
 Peak memory is the growth of the process's resident set during one call above what it held just
 before (the kernel's high-water mark, reset through /proc/self/clear_refs before each call, after
@@ -719,7 +730,8 @@ def print_sdxl_tables(results: list[dict[str, Any]], args: argparse.Namespace) -
           "in a fresh worker after the fp32 one has exited. diffusers' UNet2DConditionModel / AutoencoderKL share "
           "our tensors (so the same dtypes); StableDiffusionXLPipeline gets our prompt embeddings and pooled vectors, "
           "original = target size = the image. U-Net: ours gets y (pooled + the 6 size numbers embedded), diffusers "
-          "the pooled vector and the numbers (added_cond_kwargs).")
+          "the pooled vector and the numbers (added_cond_kwargs). Peak during load also counts the pages of the "
+          "memory-mapped checkpoint the loader has read (file-backed, up to the file's size, gone once it is closed).")
     for r in results:
         dtypes = ", ".join(f"{name} {dtype}" for name, dtype in r["dtypes"].items())
         line = (f"- {r['model']}: best of {len(r['unet']['ours']['all_s'])} (U-Net)"

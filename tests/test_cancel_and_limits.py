@@ -177,6 +177,16 @@ def test_the_unet_and_vae_in_small_pieces_equal_them_whole(monkeypatch):
         torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5 * whole.abs().max().item())
 
 
+@pytest.mark.parametrize("total, most", [(256, 218), (256, 256), (256, 300), (1000, 7), (5, 1), (7, 0)])
+def test_pieces_are_as_few_as_the_budget_allows_and_of_even_size(total, most):
+    size = chunked.balanced(total, most)
+    pieces = -(-total // size)
+    assert size <= max(1, most) and pieces == -(-total // max(1, most))  # no more pieces than needed
+    assert total - (pieces - 1) * size >= size - pieces  # the last piece is not a small leftover
+    if (total, most) == (256, 218):  # SDXL's 16x16 level at 512x512: 2 x 128 tokens, not 218 + 38
+        assert size == 128
+
+
 def test_the_vae_attention_over_all_pixels_goes_in_pieces_at_large_sizes():
     # At a 2048x2048 image's 256x256 latent the mid-block attention is 65536 tokens, 512 channels:
     # one call would be a 17 GB score matrix and ~1 TFLOP; its pieces are each within the budget.

@@ -180,6 +180,10 @@ def test_an_sd2_unclip_table_is_sd2_not_the_sdxl_refiner(family_checkpoints):
     with open_tensor_file(family_checkpoints[SD2_NAME]) as tensors:
         table = {**tensors.shapes, "model.diffusion_model.label_emb.0.0.weight": (256, 2048)}
     assert [s for s in FAMILIES if s.detect(table)][0] is SD2
+    # ... and refused as what it is: the image-embedding input is not built.
+    with pytest.raises(UnsupportedCheckpoint, match=r"unclip\.safetensors is a Stable Diffusion 2\.x checkpoint whose "
+                                                    r"U-Net also reads a 2048-wide vector \(label_emb\), as unCLIP"):
+        detect_family(table, source="unclip.safetensors")
 
 
 def test_families_are_ordered_most_specific_first_and_named_uniquely():
@@ -426,7 +430,7 @@ class ToyModel:
         self.device = torch.device("cpu")
         self.latent_channels = 4
         self.spec = SD1  # no extra conditioning vector
-        self.unet = SimpleNamespace(config=SimpleNamespace(context_dim=6))
+        self.unet = SimpleNamespace(config=SimpleNamespace(context_dim=6, in_channels=4))
         self.source = "toy.safetensors"
         self.cfg_rescale = 0.0
 

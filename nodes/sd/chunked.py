@@ -24,10 +24,12 @@ from torch import nn
 from latentgraph.nodes.sd.interrupt import cancel_point
 
 # Multiply-adds per piece. On 2 CPU cores (AMD EPYC, AVX-512) attention and convolutions both run at
-# about 50 G multiply-adds/s, so a CPU piece of 2**33 takes ~0.17 s (0.13-0.22 s measured, more
-# when other processes share the cores). A GPU does ~100x that; its pieces only need to bound a
-# step's uninterruptible stretches, not its kernels' efficiency.
-CPU_WORK_PER_PIECE = 2**33
+# about 50 G multiply-adds/s, so a CPU piece of 2**34 takes ~0.35 s (more when other processes
+# share the cores). Half that (2**33) cut SDXL's feed-forwards and skip convolutions at 512x512 in
+# two to four pieces each and cost its U-Net 3-8% against diffusers; a cancel still lands well
+# within a second. A GPU does ~100x that; its pieces only need to bound a step's uninterruptible
+# stretches, not its kernels' efficiency.
+CPU_WORK_PER_PIECE = 2**34
 GPU_WORK_PER_PIECE = 2**40
 # What a score costs beyond its multiply-adds (the softmax's max, exp and sum), in multiply-adds:
 # with 8-channel heads (the demo model) a score takes ~1.1 ns on those cores, like 54 multiply-adds.
@@ -42,6 +44,15 @@ def work_per_piece(device: torch.device) -> int:
     return CPU_WORK_PER_PIECE if device.type == "cpu" else GPU_WORK_PER_PIECE
 
 
+def balanced(total: int, most: int) -> int:
+    """The piece size that cuts `total` items into as few pieces of at most `most` as possible, all
+    of about the same size: a small leftover piece (218 + 38 tokens) runs its matmuls well below
+    their efficient size, which cost SDXL's U-Net ~8% at 512x512; 128 + 128 does not."""
+    most = max(1, most)
+    pieces = -(-total // most)
+    return -(-total // pieces)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Scaled dot-product attention, scale 1/sqrt(channels): q (batch, heads, queries, channels),
     k (batch, heads, keys, channels), v (batch, heads, keys, value channels) -> (batch, heads,
@@ -51,9 +62,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     scores_per_query = batch * heads * keys
     work_per_query = scores_per_query * (channels + value_channels + SOFTMAX_WORK_PER_SCORE)
     rows = min(work_per_piece(q.device) // max(1, work_per_query), MAX_SCORES_PER_PIECE // max(1, scores_per_query))
-    rows = max(1, rows)
     if rows >= queries:
         return F.scaled_dot_product_attention(q, k, v)
+    rows = balanced(queries, rows)
     out = q.new_empty(batch, heads, queries, value_channels)
     for start in range(0, queries, rows):
         cancel_point()
@@ -65,9 +76,10 @@ def per_token(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, work_
     """`fn(x)` for x (batch, tokens, channels) and an `fn` that treats every token on its own,
     computed in pieces of tokens when batch x tokens x work_per_token is more than a piece."""
     batch, tokens = x.shape[:2]
-    rows = max(1, work_per_piece(x.device) // max(1, batch * work_per_token))
+    rows = work_per_piece(x.device) // max(1, batch * work_per_token)
     if rows >= tokens:
         return fn(x)
+    rows = balanced(tokens, rows)
     pieces = []
     for start in range(0, tokens, rows):
         cancel_point()
@@ -92,8 +104,8 @@ class Conv2d(nn.Conv2d):
         if batch * out_h * work_per_row <= budget:
             return super().forward(x)
 
-        images = max(1, budget // (out_h * work_per_row))
-        rows = out_h if images > 1 else max(1, budget // work_per_row)
+        images = balanced(batch, budget // (out_h * work_per_row))
+        rows = out_h if images > 1 else balanced(out_h, budget // work_per_row)
         out = x.new_empty(batch, self.out_channels, out_h, out_w)
         for first in range(0, batch, images):
             part = x[first : first + images]

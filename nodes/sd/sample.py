@@ -76,6 +76,9 @@ def denoise_latents(
     samples = latent.samples
     if samples.shape[1] != model.latent_channels:
         raise ValueError(f"the latent has {samples.shape[1]} channels but the model expects {model.latent_channels}")
+    if model.unet.config.in_channels != model.latent_channels:
+        raise ValueError(f"{model.source} is an inpainting model (its U-Net reads {model.unet.config.in_channels} "
+                         f"channels: the latent, a mask and the masked image), which this version cannot sample yet")
     if sigmas.numel() < 2:
         return latent
     device = model.device

@@ -123,6 +123,10 @@ def detect_family(
         raise CheckpointError(
             f"{source}: the text encoders are {context} wide but the U-Net's cross-attention reads "
             f"{unet.context_dim}; the file mixes parts of different models")
+    if spec.vector is None and unet.adm_in_channels is not None:
+        raise UnsupportedCheckpoint(
+            f"{source} is a {spec.label} checkpoint whose U-Net also reads a {unet.adm_in_channels}-wide vector "
+            f"(label_emb), as unCLIP variants do; Latentgraph does not build that input yet", family=spec.name)
     if spec.vector is not None:
         pooled = next((c.projection_dim or c.hidden_size for e, c in zip(spec.text_encoders, text_encoders)
                        if e.pooled), 0)
