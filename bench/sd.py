@@ -292,6 +292,19 @@ def relative_difference(ours: Any, reference: Any) -> float:
 # --- one model, in a worker process --------------------------------------------------------------
 
 
+def txt2img_settings(document: dict[str, Any], size: int, steps: int, seed: int,
+                     extra: dict[tuple[str, str], Any] | None = None) -> dict[str, Any]:
+    """A copy of a shipped txt2img workflow set to the bench's size, steps, cfg, seed, sampler and
+    schedule (and `extra`: (node, input) -> value)."""
+    settings = {("latent", "width"): size, ("latent", "height"): size, ("sampler", "steps"): steps,
+                ("sampler", "cfg"): CFG, ("sampler", "seed"): seed, ("sampler", "sampler"): SAMPLER,
+                ("sampler", "scheduler"): SCHEDULE, ("save", "filename_prefix"): "graph", **(extra or {})}
+    doc = json.loads(json.dumps(document))
+    for (node, name), value in settings.items():
+        doc["nodes"][node]["inputs"][name] = value
+    return doc
+
+
 def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -341,13 +354,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     document = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
 
     def workflow(seed: int, steps: int = steps) -> dict[str, Any]:
-        settings = {("latent", "width"): size, ("latent", "height"): size, ("sampler", "steps"): steps,
-                    ("sampler", "cfg"): CFG, ("sampler", "seed"): seed, ("sampler", "sampler"): SAMPLER,
-                    ("sampler", "scheduler"): SCHEDULE, ("save", "filename_prefix"): "graph"}
-        doc = json.loads(json.dumps(document))
-        for (node, name), value in settings.items():
-            doc["nodes"][node]["inputs"][name] = value
-        return doc
+        return txt2img_settings(document, size, steps, seed)
 
     # Load through the graph: checkpoint_loader -> load_checkpoint, both prompts encoded and cached.
     started = time.perf_counter()
@@ -489,15 +496,8 @@ def measure_sdxl(spec: dict[str, Any]) -> dict[str, Any]:
     executor = Executor(registry, OutputCache(4 << 30), services=services, events=events)
 
     def workflow(seed: int, steps: int = steps) -> dict[str, Any]:
-        settings = {("latent", "width"): size, ("latent", "height"): size, ("sampler", "steps"): steps,
-                    ("sampler", "cfg"): CFG, ("sampler", "seed"): seed, ("sampler", "sampler"): SAMPLER,
-                    ("sampler", "scheduler"): SCHEDULE, ("save", "filename_prefix"): "graph"}
-        settings |= {("size", name): size for name in ("original_width", "original_height", "target_width",
-                                                        "target_height")}
-        doc = json.loads(json.dumps(document))
-        for (node, name), value in settings.items():
-            doc["nodes"][node]["inputs"][name] = value
-        return doc
+        sizes = {("size", name): size for name in ("original_width", "original_height", "target_width", "target_height")}
+        return txt2img_settings(document, size, steps, seed, sizes)
 
     # Load through the graph: checkpoint_loader -> load_checkpoint, both prompts encoded (the positive
     # one with its size conditioning) and cached.
