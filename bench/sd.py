@@ -285,6 +285,34 @@ def interleaved(label: str, cases: list[Case], repeat: int, warmup: Callable[[Ca
         log(f"  {label} {round_ + 1}/{repeat}: " + ", ".join(f"{c.name} {c.times[-1]:.3f} s" for c in cases))
 
 
+def graph_rerun(executor: Any, workflow: Callable[[int, int], dict[str, Any]], seeds: Any, executed: set[str],
+                steps: int) -> Callable[..., Any]:
+    """A txt2img re-run through the executor with the next seed: checkpoint and prompts are cached, so
+    only the sampler, decode and save run (the checkpoint node may run again, a model-cache hit, when
+    its outputs do not fit the output cache). The nodes it ran are added to `executed`."""
+
+    def run(steps: int = steps) -> Any:
+        result = executor.run(workflow(next(seeds), steps))
+        assert result.ok and set(result.executed) - {"checkpoint"} == {"sampler", "decode", "save"}, (
+            result.executed, result.errors)
+        executed.update(result.executed)
+        return result
+
+    return run
+
+
+def warm_up_with(steps: int) -> Callable[[Case], None]:
+    """A warm-up for txt2img cases: one unrecorded call with `steps` steps instead of the full count."""
+
+    def warmup(case: Case) -> None:
+        fn = case.fn
+        case.fn = lambda: fn(steps)
+        case.call(record=False)
+        case.fn = fn
+
+    return warmup
+
+
 def relative_difference(ours: Any, reference: Any) -> float:
     return float((ours - reference).abs().max() / max(1.0, float(reference.abs().max())))
 
@@ -412,13 +440,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     diffusers_out.mkdir(parents=True)
     direct_out = work / "output" / "direct"
 
-    def graph_run(steps: int = steps) -> Any:
-        result = executor.run(workflow(next(seeds), steps))
-        # The checkpoint node may run again (a model-cache hit) when its outputs do not fit the output cache.
-        assert result.ok and set(result.executed) - {"checkpoint"} == {"sampler", "decode", "save"}, (
-            result.executed, result.errors)
-        executed.update(result.executed)
-        return result
+    graph_run = graph_rerun(executor, workflow, seeds, executed, steps)
 
     def diffusers_run(steps: int = steps) -> Any:
         seed = next(seeds)
@@ -438,15 +460,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
         return save_pngs(images, direct_out, "direct", document)
 
     cases = [Case("graph", graph_run), Case("diffusers", diffusers_run), Case("direct", direct_run)]
-    warmup_steps = min(steps, 2)
-
-    def warmup(case: Case) -> None:
-        fn = case.fn
-        case.fn = lambda: fn(warmup_steps)
-        case.call(record=False)
-        case.fn = fn
-
-    interleaved(f"[{spec['model']}] txt2img", cases, runs, warmup)
+    interleaved(f"[{spec['model']}] txt2img", cases, runs, warm_up_with(min(steps, 2)))
     results["txt2img"] = {c.name: c.result() for c in cases}
     results["graph_executed"] = sorted(executed)
     stats = executor.cache.stats()
@@ -574,12 +588,7 @@ def measure_sdxl(spec: dict[str, Any]) -> dict[str, Any]:
         diffusers_out = work / "output" / "diffusers"
         diffusers_out.mkdir(parents=True)
 
-        def graph_run(steps: int = steps) -> Any:
-            result = executor.run(workflow(next(seeds), steps))
-            assert result.ok and set(result.executed) - {"checkpoint"} == {"sampler", "decode", "save"}, (
-                result.executed, result.errors)
-            executed.update(result.executed)
-            return result
+        graph_run = graph_rerun(executor, workflow, seeds, executed, steps)
 
         def diffusers_run(steps: int = steps) -> Any:
             seed = next(seeds)
@@ -596,14 +605,7 @@ def measure_sdxl(spec: dict[str, Any]) -> dict[str, Any]:
             return image
 
         cases = [Case("graph", graph_run), Case("diffusers", diffusers_run)]
-
-        def warmup(case: Case) -> None:
-            fn = case.fn
-            case.fn = lambda: fn(spec["warmup_steps"])
-            case.call(record=False)
-            case.fn = fn
-
-        interleaved(f"[{label}] txt2img", cases, runs, warmup)
+        interleaved(f"[{label}] txt2img", cases, runs, warm_up_with(spec["warmup_steps"]))
         results["txt2img"] = {c.name: c.result() for c in cases}
         results["steps"] = steps
         results["graph_executed"] = sorted(executed)
@@ -643,25 +645,33 @@ def fmt_mb(mb: float | None) -> str:
     return "n/a" if mb is None else f"{mb:,.0f} MB"
 
 
+def print_comparison_header() -> None:
+    print("| model | measurement | ours | diffusers | ours / diffusers | same, CPU time | ours peak | diffusers peak "
+          "| max rel. diff |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def print_comparison_row(model: str, label: str, row: dict[str, Any], key: str) -> None:
+    """One ours-vs-diffusers row: the graph's re-run for txt2img, the module call otherwise."""
+    ours = row["graph"] if key == "txt2img" else row["ours"]
+    theirs = row["diffusers"]
+    diff = f"{row['diff']:.1e}" if "diff" in row else "—"
+    print(f"| {model} | {label} | {fmt_s(ours['s'])} | {fmt_s(theirs['s'])} | "
+          f"**{ours['s'] / theirs['s']:.2f}** | {ours['cpu_s'] / theirs['cpu_s']:.2f} | "
+          f"{fmt_mb(ours['peak_mb'])} | {fmt_mb(theirs['peak_mb'])} | {diff} |")
+
+
 def print_tables(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     side = args.size // 8
     print(f"\n### Ours vs diffusers on the same weights (fp32 CPU, torch threads {args.threads}, best of N; "
           f"peak = RSS growth during the call)\n")
-    print("| model | measurement | ours | diffusers | ours / diffusers | same, CPU time | ours peak | diffusers peak "
-          "| max rel. diff |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print_comparison_header()
     labels = {"unet": f"U-Net forward, latent {side}x{side}, batch 2",
               "vae": f"VAE decode to {args.size}x{args.size}, batch 1",
               "txt2img": f"txt2img {args.size}x{args.size}, {args.steps} steps DPM++ 2M Karras, cfg {CFG}"}
     for r in results:
         for key in ("unet", "vae", "txt2img"):
-            row = r[key]
-            ours = row["graph"] if key == "txt2img" else row["ours"]
-            theirs = row["diffusers"]
-            diff = f"{row['diff']:.1e}" if "diff" in row else "—"
-            print(f"| {r['model']} | {labels[key]} | {fmt_s(ours['s'])} | {fmt_s(theirs['s'])} | "
-                  f"**{ours['s'] / theirs['s']:.2f}** | {ours['cpu_s'] / theirs['cpu_s']:.2f} | "
-                  f"{fmt_mb(ours['peak_mb'])} | {fmt_mb(theirs['peak_mb'])} | {diff} |")
+            print_comparison_row(r["model"], labels[key], r[key], key)
 
     print(f"\n### Graph overhead: seed-only re-run through the executor vs the same code called directly "
           f"(txt2img {args.size}x{args.size}, {args.steps} steps)\n")
@@ -707,23 +717,14 @@ def print_sdxl_tables(results: list[dict[str, Any]], args: argparse.Namespace) -
     side = args.sdxl_size // 8
     print(f"\n### SDXL size, ours vs diffusers on the same weights (CPU, torch threads {args.threads}, best of N; "
           f"peak = RSS growth during the call)\n")
-    print("| model | measurement | ours | diffusers | ours / diffusers | same, CPU time | ours peak | diffusers peak "
-          "| max rel. diff |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print_comparison_header()
     for r in results:
         labels = {"unet": f"U-Net forward, latent {side}x{side}, batch 2, with y",
                   "txt2img": f"txt2img {args.sdxl_size}x{args.sdxl_size}, {r.get('steps')} steps DPM++ 2M Karras, "
                              f"cfg {CFG}"}
         for key in ("unet", "txt2img"):
-            if key not in r:
-                continue
-            row = r[key]
-            ours = row["graph"] if key == "txt2img" else row["ours"]
-            theirs = row["diffusers"]
-            diff = f"{row['diff']:.1e}" if "diff" in row else "—"
-            print(f"| {r['model']} | {labels[key]} | {fmt_s(ours['s'])} | {fmt_s(theirs['s'])} | "
-                  f"**{ours['s'] / theirs['s']:.2f}** | {ours['cpu_s'] / theirs['cpu_s']:.2f} | "
-                  f"{fmt_mb(ours['peak_mb'])} | {fmt_mb(theirs['peak_mb'])} | {diff} |")
+            if key in r:
+                print_comparison_row(r["model"], labels[key], r[key], key)
     print()
     print("- SDXL base size (U-Net 2.6B, CLIP-L + bigG text towers, VAE) with seeded random weights from an fp16 file. "
           "fp32: everything fp32; bf16: our CPU bf16 placement (U-Net bf16, text encoders and VAE fp32), measured "
