@@ -120,9 +120,8 @@ class VaeLoader(Node):
         path = services.folders.model_path("vae", self.vae_name)
         placement = services.placement
         identity = _file_identity(path)
-        key = ("vae", identity["path"], identity["size"], identity["mtime_ns"], placement.key())
+        key = ("vae", identity["path"], identity["size"], identity["mtime_ns"], placement.key(), self.latent_space)
         scaling = family_named(self.latent_space).latent.scaling_factor
-        key = (*key, self.latent_space)
         vae = services.models.get_or_load(
             key, lambda: load_vae(path, placement.device, placement.vae_dtype, allow_pickle=services.allow_pickle,
                                   default_scaling_factor=scaling))

@@ -187,6 +187,7 @@ def test_sdxl_long_weighted_prompts_use_the_same_windows_for_both_encoders(famil
     tokens_g = tokenize_prompt(text, pad_id=0)
     assert tokens_l.num_chunks == tokens_g.num_chunks == 3 and context.shape == (1, 3 * 77, 64 + 128)
     assert torch.equal(tokens_l.weights, tokens_g.weights)
+    assert torch.equal(tokens_l.padded_with(0).ids, tokens_g.ids)  # what encode_text does instead of tokenizing twice
     last_chunk = tokens_g.ids[-1].tolist()
     end = last_chunk.index(EOS_ID)
     assert set(last_chunk[end + 1:]) == {0} and set(tokens_l.ids[-1, end:].tolist()) == {EOS_ID}

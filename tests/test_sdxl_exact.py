@@ -529,7 +529,7 @@ def test_mutations_break_the_match(family_executor, euler_reference, monkeypatch
     # The pooled vector missing from y (zeros, the context kept). Run first: the executor caches
     # outputs by their inputs, and this document is the unmutated one.
     embed = sdxl._embed
-    monkeypatch.setattr(sdxl, "_embed", lambda values, pooled, entry: embed(values, torch.zeros_like(pooled), entry))
+    monkeypatch.setattr(sdxl, "_embed", lambda values, pooled: embed(values, torch.zeros_like(pooled)))
     no_pooled, _ = run_ours(family_executor, txt2img_document(case), case)
     monkeypatch.undo()
     assert_mismatch(no_pooled, euler_reference, "pooled vector zeroed")

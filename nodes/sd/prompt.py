@@ -183,6 +183,14 @@ class TokenizedPrompt:
     def has_weights(self) -> bool:
         return bool((self.weights != 1.0).any())
 
+    def padded_with(self, pad_id: int) -> "TokenizedPrompt":
+        """The same prompt, end-token padded, with every position after each row's end token set to
+        `pad_id` (how another text encoder of the family pads), without tokenizing again."""
+        positions = torch.arange(self.ids.shape[1])
+        last_text = (positions * (self.ids != EOS_ID)).amax(dim=1, keepdim=True)  # BOS when the row is empty
+        ids = torch.where(positions > last_text + 1, torch.full_like(self.ids, pad_id), self.ids)
+        return TokenizedPrompt(ids=ids, weights=self.weights, token_count=self.token_count, segments=self.segments)
+
 
 def tokenize_prompt(
     text: str,
@@ -350,10 +358,11 @@ def encode_text(encoders: Mapping[str, torch.nn.Module], spec: FamilySpec, text:
     the encoder the spec marks `pooled` (SDXL's bigG, projected), else the first encoder's.
     Returns (context [1, tokens, dim], pooled [1, dim])."""
     contexts, pooled, first_pooled = [], None, None
+    tokens = tokenize_prompt(text, pad_id=EOS_ID)  # once: the encoders differ only in their padding
     for encoder in spec.text_encoders:
         skip = clip_skip if clip_skip is not None else (2 if encoder.layer == "penultimate" else 1)
         pad_id = EOS_ID if encoder.pad_token == "end" else 0
-        context, vector = encode_prompt(None, encoders[encoder.name], text, clip_skip=skip,
+        context, vector = encode_prompt(tokens.padded_with(pad_id), encoders[encoder.name], clip_skip=skip,
                                         final_norm=encoder.final_norm, pad_id=pad_id)
         contexts.append(context)
         first_pooled = vector if first_pooled is None else first_pooled

@@ -67,7 +67,7 @@ def detect_refiner(shapes: Shapes) -> bool:
     return _is_xl(shapes) and not detect_base(shapes)
 
 
-def _embed(values: list[float], pooled: torch.Tensor | None, entry: Any) -> torch.Tensor:
+def _embed(values: list[float], pooled: torch.Tensor | None) -> torch.Tensor:
     if pooled is None:
         raise ValueError("an SDXL prompt needs the pooled text vector, and this conditioning has none "
                          "(was it encoded by another family's text encoder?)")
@@ -87,7 +87,7 @@ def base_vector(entry: Any, side: str, size: tuple[int, int]) -> torch.Tensor:
     values = [_number(entry, "original_height", height), _number(entry, "original_width", width),
               _number(entry, "crop_top", 0), _number(entry, "crop_left", 0),
               _number(entry, "target_height", height), _number(entry, "target_width", width)]
-    return _embed(values, entry.pooled, entry)
+    return _embed(values, entry.pooled)
 
 
 def refiner_vector(entry: Any, side: str, size: tuple[int, int]) -> torch.Tensor:
@@ -96,7 +96,7 @@ def refiner_vector(entry: Any, side: str, size: tuple[int, int]) -> torch.Tensor
     values = [_number(entry, "original_height", height), _number(entry, "original_width", width),
               _number(entry, "crop_top", 0), _number(entry, "crop_left", 0),
               _number(entry, "aesthetic_score", AESTHETIC_SCORE[side])]
-    return _embed(values, entry.pooled, entry)
+    return _embed(values, entry.pooled)
 
 
 SDXL = FamilySpec(
