@@ -167,10 +167,11 @@ class Executor:
         # A volatile node's signature is unique to this run (it is not cacheable, or something
         # upstream is not): looking it up is pointless and storing it would only crowd the cache.
         signatures: dict[str, str] = {}
+        output_signatures: dict[str, str] = {}  # what readers of each output see (see signature_of)
         volatile: set[str] = set()
         for node_id in order:
             node = nodes[node_id]
-            signatures[node_id], own = signature_of(node, signatures, self.services, run_nonce)
+            signatures[node_id], own = signature_of(node, output_signatures, self.services, run_nonce)
             if own or any(ln.node in volatile for ln in node.links.values()):
                 volatile.add(node_id)
 

@@ -81,9 +81,17 @@ def Input(
     )
 
 
-def Output(*, port: str | None = None, description: str = "") -> Any:
-    """Declare a node output; the port type is inferred from primitive annotations."""
-    return Field(PydanticUndefined, description=description, json_schema_extra={_META_KEY: {"port": port}})  # type: ignore[dict-item]
+def Output(*, port: str | None = None, description: str = "", depends_on: tuple[str, ...] | None = None) -> Any:
+    """Declare a node output; the port type is inferred from primitive annotations.
+
+    depends_on: the inputs this output is computed from, when it is fewer than all of them (a
+    LoRA loader's text-encoder output does not depend on its U-Net strength). What reads this
+    output is then cached by these inputs only, so changing another input re-runs the node but
+    not what reads only this output. None: every input."""
+    meta: dict[str, Any] = {"port": port}
+    if depends_on is not None:
+        meta["depends_on"] = tuple(depends_on)
+    return Field(PydanticUndefined, description=description, json_schema_extra={_META_KEY: meta})  # type: ignore[dict-item]
 
 
 class NodeOutputs(BaseModel):
@@ -151,6 +159,7 @@ class OutputInfo:
     name: str
     port: str
     description: str
+    depends_on: tuple[str, ...] | None = None  # the inputs it is computed from (None: all); see Output
 
 
 @dataclass(frozen=True)
@@ -328,7 +337,10 @@ def build_node_info(
     outputs = {}
     for name, fi in outputs_cls.model_fields.items():
         port, _ = _infer_port(f"{cls.__name__}.Outputs", name, fi.annotation, _meta(fi).get("port"))
-        outputs[name] = OutputInfo(name=name, port=port, description=fi.description or "")
+        depends_on = _meta(fi).get("depends_on")
+        if depends_on is not None and (unknown := sorted(set(depends_on) - inputs.keys())):
+            raise TypeError(f"{cls.__name__}.Outputs.{name} depends on inputs it does not have: {', '.join(unknown)}")
+        outputs[name] = OutputInfo(name=name, port=port, description=fi.description or "", depends_on=depends_on)
     doc = inspect.cleandoc(cls.__doc__) if cls.__doc__ and cls.__doc__ is not Node.__doc__ else ""
     return NodeInfo(
         type=type_name,

@@ -21,6 +21,8 @@ KIND_ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "Stable-diffusion"),  # ComfyUI, A1111
     "vae": ("vae", "VAE"),
     "loras": ("loras", "Lora"),
+    "embeddings": ("embeddings",),
+    "controlnet": ("controlnet", "ControlNet"),
 }
 
 class UnsafeName(ValueError):

@@ -122,6 +122,23 @@ class AddFloat(Node):
         return self.Outputs(value=self.a + self.b, types=f"{type(self.a).__name__},{type(self.b).__name__}")
 
 
+@node("split", category="test")
+class Split(Node):
+    """Two outputs, each computed from one of the inputs (declared with depends_on)."""
+
+    a: int = Input(0)
+    b: int = Input(0)
+
+    class Outputs(NodeOutputs):
+        double_a: int = Output(depends_on=("a",))
+        double_b: int = Output(depends_on=("b",))
+        total: int = Output()
+
+    def run(self, ctx: RunContext) -> Outputs:
+        _record(ctx)
+        return self.Outputs(double_a=2 * self.a, double_b=2 * self.b, total=self.a + self.b)
+
+
 @node("fail", category="test")
 class Fail(Node):
     """Always raises RuntimeError(message)."""

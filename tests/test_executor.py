@@ -206,6 +206,44 @@ def _versioned_registry(version):
     return reg
 
 
+def test_an_output_that_depends_on_some_inputs_keeps_its_readers_cached_when_another_changes(executor):
+    def doc(a, b):
+        return wf(split=n("split", a=a, b=b),
+                  from_a=n("add", a=L("split", "double_a"), b=1),
+                  from_b=n("add", a=L("split", "double_b"), b=1),
+                  from_all=n("add", a=L("split", "total"), b=1),
+                  s=n("sink", value=L("from_a", "value")), t=n("sink", value=L("from_b", "value")),
+                  u=n("sink", value=L("from_all", "value")))
+
+    first = executor.run(doc(1, 2))
+    assert first.results == {"s": {"value": 3}, "t": {"value": 5}, "u": {"value": 4}}
+    engine_nodes.reset()
+    second = executor.run(doc(1, 7))  # b changed: the node and what reads double_b or total re-run
+    assert second.results == {"s": {"value": 3}, "t": {"value": 15}, "u": {"value": 9}}
+    assert sorted(second.executed) == ["from_all", "from_b", "split", "t", "u"]
+    assert sorted(second.cached) == ["s"]
+    engine_nodes.reset()
+    third = executor.run(doc(4, 7))  # a changed: now double_a's readers re-run, double_b's stay cached
+    assert third.results == {"s": {"value": 9}, "t": {"value": 15}, "u": {"value": 12}}
+    assert sorted(third.executed) == ["from_a", "from_all", "s", "split", "u"]
+    assert sorted(third.cached) == ["t"]
+
+
+def test_an_output_cannot_depend_on_an_input_its_node_does_not_have():
+    from latentgraph.engine import NodeRegistry
+
+    with pytest.raises(TypeError, match=r"Broken.Outputs.x depends on inputs it does not have: nope"):
+        @NodeRegistry().node("broken", category="test")
+        class Broken(Node):
+            a: int = Input(0)
+
+            class Outputs(NodeOutputs):
+                x: int = Output(depends_on=("a", "nope"))
+
+            def run(self, ctx):  # pragma: no cover
+                return self.Outputs(x=self.a)
+
+
 def test_a_version_bump_invalidates_cached_results():
     cache = OutputCache()
     doc = wf(v=n("versioned", value=3), s=n("sink", value=L("v", "value")))

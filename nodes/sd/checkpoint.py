@@ -116,6 +116,7 @@ class _TensorFile:
     read: Callable[[str], torch.Tensor]
     metadata: dict[str, str]
     description: str  # how messages name the file
+    safetensors: Path | None = None  # the file, where it is a safetensors file (weights can be read again)
 
 
 @contextmanager
@@ -152,7 +153,7 @@ def open_tensor_file(path: str | os.PathLike, allow_pickle: bool = False) -> Ite
         return
     with handle:
         shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-        yield _TensorFile(shapes, handle.get_tensor, dict(handle.metadata() or {}), path.name)
+        yield _TensorFile(shapes, handle.get_tensor, dict(handle.metadata() or {}), path.name, path)
 
 
 def _looks_like_torch_save(path: Path) -> bool:
@@ -269,6 +270,15 @@ def _fill(part: _Part, source: _TensorFile, device: torch.device, dtype: torch.d
         _place(part.module, key, tensor)
 
 
+def _register_file_weights(part: _Part, path: Path) -> None:
+    """Let patches (`nodes.sd.patches`) restore the part's weights from the file, as `_fill` read them."""
+    from latentgraph.nodes.sd.patches import FileWeights, set_base_weights
+
+    stat = path.stat()
+    sources = {key: (entry.file_key, entry.take) for key, entry in part.sources.items()}
+    set_base_weights(part.module, FileWeights(path, stat.st_size, stat.st_mtime_ns, sources))
+
+
 def _part_bytes(part: _Part, dtype: torch.dtype) -> int:
     return sum(t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
                for t in part.module.state_dict().values())
@@ -367,6 +377,10 @@ def load_checkpoint(
         for model in text_encoders.values():
             clip.finish_text_encoder(model, device)
         metadata = dict(source.metadata)
+        if source.safetensors is not None:  # LoRAs patch these; their base weights are read back from the file
+            for part in parts:
+                if part.module is not vae:
+                    _register_file_weights(part, source.safetensors)
 
     return LoadedCheckpoint(unet, vae, text_encoders, family, path, metadata)
 
