@@ -754,6 +754,150 @@ def print_sdxl_tables(results: list[dict[str, Any]], args: argparse.Namespace) -
     print("\nSDXL summary (wall time): " + "; ".join(summary) + " (goal: ours/diffusers <= 1.0 in fp32).")
 
 
+def build_attention_lora(path: Path, unet: Any, text_encoder: Any, rank: int = 32) -> float:
+    """A LoRA of what kohya's scripts train by default: every linear layer of the U-Net's
+    transformers (attention q, k, v, out, feed-forward) and their 1x1 proj_in/proj_out, and the
+    text encoder's attention and MLP; rank `rank`, alpha rank / 2, seeded fp16 tensors, kohya
+    names. Returns the share of the U-Net's weights it touches."""
+    import torch
+    from safetensors.torch import save_file
+
+    from latentgraph.nodes.sd.unet_names import diffusers_name
+
+    generator = torch.Generator().manual_seed(7)
+    tensors: dict[str, Any] = {}
+    touched = 0
+
+    def add(key: str, module: Any) -> None:
+        weight = module.weight
+        extra = (1,) * (weight.ndim - 2)  # a 1x1 convolution's down and up are 1x1 convolutions too
+        down = torch.randn(rank, weight.shape[1], *extra, generator=generator) / weight.shape[1] ** 0.5
+        tensors[key + ".lora_down.weight"] = down.half()
+        tensors[key + ".lora_up.weight"] = (torch.randn(weight.shape[0], rank, *extra, generator=generator) * 1e-3).half()
+        tensors[key + ".alpha"] = torch.tensor(rank / 2)
+
+    for name, module in unet.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        in_transformer = ".transformer_blocks." in name and isinstance(module, torch.nn.Linear)
+        if in_transformer or leaf in ("proj_in", "proj_out"):
+            add("lora_unet_" + diffusers_name(name, unet.config).replace(".", "_"), module)
+            touched += module.weight.numel()
+    inner = "" if hasattr(text_encoder, "text_model") else "text_model."
+    for name, module in text_encoder.named_modules():
+        if (".self_attn." in name or ".mlp." in name) and isinstance(module, torch.nn.Linear):
+            add("lora_te_" + (inner + name).replace(".", "_"), module)
+    save_file(tensors, path)
+    return touched / sum(p.numel() for p in unet.parameters())
+
+
+def measure_lora(spec: dict[str, Any]) -> dict[str, Any]:
+    """LoRA on the SD1.5-size model: what a strength change costs against a txt2img run, and the
+    peak memory of runs with and without the LoRA (see print_lora_tables)."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
+    from latentgraph.engine import EventBus, Executor, OutputCache, registry
+    from latentgraph.nodes.folders import Folders
+    from latentgraph.nodes.sd.checkpoint import load_checkpoint
+    from latentgraph.nodes.sd.patches import BackupWeights, patch_state, set_base_weights
+    from latentgraph.nodes.services import Services
+
+    size, steps = spec["size"], spec["steps"]
+    work = Path(spec["workdir"]) / "lora"
+    shutil.rmtree(work, ignore_errors=True)
+    for kind in ("checkpoints", "loras"):
+        (work / "models" / kind).mkdir(parents=True)
+    (work / "input").mkdir()
+    os.link(spec["checkpoint"], work / "models" / "checkpoints" / CHECKPOINT_NAME)
+    folders = Folders(models=work / "models", inputs=work / "input", outputs=work / "output", temp=work / "temp")
+    services = Services(folders=folders, device="cpu", precision="fp32")
+    executor = Executor(registry, OutputCache(4 << 30), services=services, events=EventBus())
+    base_doc = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    lora_doc = json.loads(json.dumps(base_doc))
+    lora_doc["nodes"]["lora"] = {"type": "lora_loader", "inputs": {
+        "model": {"node": "checkpoint", "output": "model"}, "clip": {"node": "checkpoint", "output": "clip"},
+        "lora_name": "attention.safetensors", "strength_model": 1.0, "strength_clip": 1.0}}
+    for node, name in (("positive", "clip"), ("negative", "clip"), ("sampler", "model")):
+        lora_doc["nodes"][node]["inputs"][name] = {"node": "lora", "output": name}
+    seeds = iter(range(1, 1 << 30))
+
+    def run(document: dict[str, Any], strength: float | None = None, steps: int = steps) -> tuple[float, Any]:
+        extra = {} if strength is None else {("lora", "strength_model"): strength}
+        started = time.perf_counter()
+        result = executor.run(txt2img_settings(document, size, steps, next(seeds), extra))
+        assert result.ok, result.errors
+        return time.perf_counter() - started, result
+
+    run(base_doc, steps=1)  # loads the checkpoint and encodes the prompts
+    model = executor.run(txt2img_settings(base_doc, size, 1, 0), outputs=["checkpoint"]).values["checkpoint"]["model"]
+    touched = build_attention_lora(work / "models" / "loras" / "attention.safetensors", model.unet,
+                                   executor.run(txt2img_settings(base_doc, size, 1, 0), outputs=["checkpoint"])
+                                   .values["checkpoint"]["clip"].model)
+    gc.collect()
+    rss_loaded = (_status_kb("VmRSS") or 0) / 1024
+    results: dict[str, Any] = {"touched": touched, "rss_loaded_mb": rss_loaded, "size": size, "steps": steps}
+
+    with PeakRSS() as peak:
+        results["base_run_s"], _ = run(base_doc)
+    results["base_peak_mb"] = peak.mb
+    with PeakRSS() as peak:
+        results["lora_run_s"], _ = run(lora_doc, 1.0)  # the first application included
+    results["lora_peak_mb"] = peak.mb
+    started = time.perf_counter()
+    _, switched = run(lora_doc, 0.5, steps=1)
+    results["switch_graph_executed"] = sorted(switched.executed)
+
+    # The switch itself, timed on the handles: base -> strength a -> strength b..., best of 3.
+    lora_model = executor.run(txt2img_settings(lora_doc, size, 1, 0), outputs=["lora"]).values["lora"]["model"]
+    patch = lora_model.patches[0]
+
+    def switches(label: str) -> None:
+        times = []
+        with PeakRSS() as peak:
+            for strength in (0.8, 0.6, 0.4):
+                handle = model.with_patches(type(patch)(patch.target, patch.deltas, strength, patch.identity, patch.name))
+                started = time.perf_counter()
+                with handle.patched():
+                    pass
+                times.append(time.perf_counter() - started)
+        results[label] = {"s": min(times), "peak_mb": peak.mb}
+
+    switches("switch_file")
+    with model.patched():  # back to the base weights before the other strategy takes over
+        pass
+    set_base_weights(model.unet, BackupWeights())
+    switches("switch_backup")
+    results["backup_mb"] = patch_state(model.unet).base.nbytes / 2**20
+    started = time.perf_counter()
+    load_checkpoint(spec["checkpoint"])
+    results["reload_s"] = time.perf_counter() - started
+    log(f"[lora] {results}")
+    return results
+
+
+def print_lora_tables(row: dict[str, Any]) -> None:
+    base, lora = row["rss_loaded_mb"], row["rss_loaded_mb"]
+    print(f"\nLoRA on the SD1.5-size model (kohya's default targets: transformer linears and proj_in/out; rank 32; touching {row['touched']:.0%} of the "
+          f"U-Net's weights; txt2img {row['size']}x{row['size']}, {row['steps']} steps):\n")
+    print("| measurement | time | ratio | peak memory (process) | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    run_s = row["base_run_s"]
+    base_peak = base + (row["base_peak_mb"] or 0)
+    print(f"| txt2img, no LoRA | {fmt_s(run_s)} | 1.00 | {fmt_mb(base_peak)} | 1.00 |")
+    lora_peak = lora + (row["lora_peak_mb"] or 0)
+    print(f"| txt2img, LoRA applied (first application included) | {fmt_s(row['lora_run_s'])} | "
+          f"{row['lora_run_s'] / run_s:.2f} | {fmt_mb(lora_peak)} | **{lora_peak / base_peak:.3f}** |")
+    for key, label in (("switch_file", "strength change, base weights read back from the file (ours)"),
+                       ("switch_backup", "strength change, base weights kept as a copy (reference)")):
+        peak = base + (row[key]["peak_mb"] or 0)
+        print(f"| {label} | {fmt_s(row[key]['s'])} | **{row[key]['s'] / run_s:.3f}** | {fmt_mb(peak)} | "
+              f"{peak / base:.3f} of the loaded model |")
+    print(f"| reloading the checkpoint instead (reference) | {fmt_s(row['reload_s'])} | {row['reload_s'] / run_s:.3f} | — | — |")
+    print(f"\nA strength change re-runs {', '.join(row['switch_graph_executed'])} (the prompts stay cached); "
+          f"the copy strategy held {row['backup_mb']:,.0f} MB of copies; the model was {fmt_mb(base)} resident.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the tiny model only (seconds)")
@@ -777,6 +921,10 @@ def main() -> None:
     parser.add_argument("--sdxl-bf16-steps", type=int, default=2, help="SDXL bf16: txt2img steps (0: no txt2img row)")
     parser.add_argument("--sdxl-precision", choices=("fp32", "bf16", "both"), default="both",
                         help="SDXL: which precisions, each in its own worker (fp32 first)")
+    parser.add_argument("--lora", action="store_true",
+                        help="add the LoRA rows on the SD1.5-size model (strength change against a txt2img run, "
+                             "peak memory with and without); with --skip-tiny --skip-sd15, those only")
+    parser.add_argument("--lora-size", type=int, default=512, help="LoRA rows: txt2img image side")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -790,10 +938,12 @@ def main() -> None:
             print(RESULT_MARK + "{}")
         elif spec["model"] == "sdxl":
             print(RESULT_MARK + json.dumps(measure_sdxl(spec)))
+        elif spec["model"] == "lora":
+            print(RESULT_MARK + json.dumps(measure_lora(spec)))
         else:
             print(RESULT_MARK + json.dumps(measure_model(spec)))
         return
-    if args.skip_tiny and args.skip_sd15 and not args.quick and not args.sdxl:
+    if args.skip_tiny and args.skip_sd15 and not args.quick and not args.sdxl and not args.lora:
         parser.error("--skip-tiny and --skip-sd15 leave nothing to measure")
     if args.sdxl_size % 64:
         parser.error("--sdxl-size must be a multiple of 64")
@@ -835,6 +985,15 @@ def main() -> None:
                         **common, "model": "sdxl", "precision": precision, "checkpoint": str(checkpoint),
                         "size": args.sdxl_size, "steps": args.sdxl_steps if precision == "fp32" else args.sdxl_bf16_steps,
                         "warmup_steps": 1, "repeat": args.sd_repeat, "runs": args.sd_runs}, env))
+        lora_result = None
+        if args.lora:
+            folder = args.weights_dir or Path(scratch)
+            folder.mkdir(parents=True, exist_ok=True)
+            checkpoint = (folder / SD15_FILE).resolve()
+            if not checkpoint.exists():
+                run_worker({**common, "model": "build", "checkpoint": str(checkpoint)}, env)
+            lora_result = run_worker({**common, "model": "lora", "checkpoint": str(checkpoint),
+                                      "size": args.lora_size}, env)
         load_after = os.getloadavg()
 
     import diffusers
@@ -846,6 +1005,8 @@ def main() -> None:
         print_tables(results, args)
     if sdxl_results:
         print_sdxl_tables(sdxl_results, args)
+    if lora_result:
+        print_lora_tables(lora_result)
 
 
 if __name__ == "__main__":

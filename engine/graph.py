@@ -111,7 +111,13 @@ def find_issues(
     With `services`, a node class that defines `check_limits(inputs, services)` (a classmethod
     yielding `(input name or None, message)` pairs) is also asked whether its literal inputs stay
     within the limits those services carry (image size, steps...): each pair is an `over_limit`
-    issue. Linked inputs are not known before the run; the node checks them again when it runs."""
+    issue. Linked inputs are not known before the run; the node checks them again when it runs.
+
+    A node class that defines `check_inputs(inputs, services)` (a classmethod yielding `(input
+    name or None, message)` pairs) is asked whether its literal inputs make sense (a low threshold
+    above the high one, a prompt naming an embedding that is not there; `services` may be None):
+    each pair is an `invalid_value` issue. It gets only the literal inputs (defaults filled in),
+    so it must skip what a link gives."""
     try:
         workflow = parse_workflow(source)
     except WorkflowFormatError as exc:
@@ -185,6 +191,11 @@ def find_issues(
                 else:
                     literals[name] = checked
         nodes[node_id] = GraphNode(node_id, info, literals, links)
+        check_inputs = getattr(info.cls, "check_inputs", None)
+        if check_inputs is not None:
+            for name, message in check_inputs(dict(literals), services):
+                subject = f"{where} input {name!r}" if name else where
+                issues.append(ValidationIssue(node_id, name, "invalid_value", f"{subject}: {message}"))
         check_limits = getattr(info.cls, "check_limits", None) if services is not None else None
         if check_limits is not None:
             for name, message in check_limits(dict(literals), services):

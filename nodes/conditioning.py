@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
+from latentgraph.nodes.services import services_of
+
+
+def _embedding_file(folders: Any, name: str) -> Path:
+    """The file `embedding:name` means: the name as given, then with .safetensors, .pt, .bin
+    appended, in each embeddings folder. Raises EmbeddingNotFound saying where it looked and
+    which embeddings exist."""
+    from latentgraph.nodes.folders import UnsafeName
+    from latentgraph.nodes.sd.embeddings import EmbeddingNotFound, candidate_names, display_name
+
+    candidates = candidate_names(name)
+    for candidate in candidates:
+        try:
+            return folders.model_path("embeddings", candidate)
+        except FileNotFoundError:
+            continue
+        except UnsafeName as error:
+            raise EmbeddingNotFound(f"embedding name {name!r} is not allowed: {error}") from None
+    searched = ", ".join(str(folder) for folder in folders.model_dirs("embeddings"))
+    available = [display_name(n) for n in folders.list_models("embeddings")]
+    shown = ", ".join(available[:20]) + (f", ... ({len(available)} in all)" if len(available) > 20 else "")
+    have = f"embeddings available: {shown}" if available else "there are no embeddings in that folder"
+    raise EmbeddingNotFound(f"no embedding named {name!r} (looked for {', '.join(candidates)} in {searched}); {have}")
+
+
+def _file_identity(path: Path) -> list[Any]:
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 @node("clip_text_encode", category="conditioning", title="Encode prompt")
@@ -15,7 +45,9 @@ class ClipTextEncode(Node):
     conditioning node sets them).
     Emphasis works as in A1111 and ComfyUI: (word:1.3), (word) for x1.1, [word] for /1.1. Prompts
     longer than 75 tokens are split into 75-token windows whose encodings are concatenated; BREAK
-    starts a new window."""
+    starts a new window. embedding:name uses the textual-inversion embedding `name` from the
+    embeddings folder (sub-folders and weights work: (embedding:styles/ink:1.2)); an unknown name
+    is an error, never read as text."""
 
     clip: Any = Input(port=ports.CLIP, description="text encoder from a checkpoint")
     text: str = Input("", multiline=True, description="the prompt")
@@ -27,14 +59,62 @@ class ClipTextEncode(Node):
     class Outputs(NodeOutputs):
         conditioning: Any = Output(port=ports.CONDITIONING, description="the encoded prompt")
 
+    @classmethod
+    def check_inputs(cls, inputs: dict[str, Any], services: Any = None) -> Iterator[tuple[str | None, str]]:
+        """Every embedding a literal prompt names exists (a linked prompt is checked when it runs)."""
+        text = inputs.get("text")
+        if services is None or not isinstance(text, str) or "embedding:" not in text:
+            return
+        from latentgraph.nodes.sd.embeddings import EmbeddingNotFound
+        from latentgraph.nodes.sd.prompt import embedding_names
+
+        folders = services_of(services).folders
+        for name in embedding_names(text):
+            try:
+                _embedding_file(folders, name)
+            except EmbeddingNotFound as error:
+                yield "text", str(error)
+
+    @classmethod
+    def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
+        """The files of the embeddings the prompt names (so an edited file encodes again); for a
+        linked prompt, which is not known yet, every file in the embeddings folders."""
+        folders = services_of(services).folders
+        text = literal_inputs.get("text")
+        if isinstance(text, str):
+            if "embedding:" not in text:
+                return None
+            from latentgraph.nodes.sd.embeddings import EmbeddingNotFound
+            from latentgraph.nodes.sd.prompt import embedding_names
+
+            files = []
+            for name in embedding_names(text):
+                try:
+                    files.append(_file_identity(_embedding_file(folders, name)))
+                except EmbeddingNotFound:
+                    files.append([name, None])
+            return {"embeddings": files}
+        return {"embeddings": [_file_identity(folders.model_path("embeddings", name))
+                               for name in folders.list_models("embeddings")]}
+
     def run(self, ctx: RunContext) -> Outputs:
         import torch
 
+        from latentgraph.nodes.sd.embeddings import load_embedding
         from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry
         from latentgraph.nodes.sd.prompt import encode_text
 
-        with torch.inference_mode():
-            embedding, pooled = encode_text(self.clip.encoders, self.clip.spec, self.text, self.clip_skip or None)
+        services = services_of(ctx)
+
+        def find_embedding(name: str) -> Any:
+            path = _embedding_file(services.folders, name)
+            key = ("embedding", *_file_identity(path), name)  # the name too: messages quote it
+            return services.models.get_or_load(
+                key, lambda: load_embedding(path, name, allow_pickle=services.allow_pickle))
+
+        with torch.inference_mode(), self.clip.patched() as encoders:
+            embedding, pooled = encode_text(encoders, self.clip.spec, self.text, self.clip_skip or None,
+                                            embeddings=find_embedding)
         entry = ConditioningEntry(embedding.float().cpu(), pooled.float().cpu() if pooled is not None else None)
         return self.Outputs(conditioning=Conditioning((entry,)))
 

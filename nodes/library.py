@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from latentgraph.engine import NodeRegistry, registry
 from latentgraph.nodes import conditioning, images, latents, loaders, primitives, sampling  # noqa: F401
+from latentgraph.nodes import preprocessors  # noqa: F401
+from latentgraph.nodes import controlnet  # noqa: F401
 
-BUILTIN_MODULES = (primitives, loaders, conditioning, latents, sampling, images)
+BUILTIN_MODULES = (primitives, loaders, conditioning, latents, sampling, images, preprocessors, controlnet)
 
 
 def load_registry() -> NodeRegistry:

@@ -37,8 +37,8 @@ class CheckpointLoader(Node):
 
     class Outputs(NodeOutputs):
         model: Any = Output(port=ports.MODEL, description="the U-Net with its noise schedule")
-        clip: Any = Output(port=ports.CLIP, description="the text encoders")
-        vae: Any = Output(port=ports.VAE, description="the autoencoder")
+        clip: Any = Output(port=ports.CLIP, description="the text encoders", depends_on=("checkpoint",))
+        vae: Any = Output(port=ports.VAE, description="the autoencoder", depends_on=("checkpoint",))
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
@@ -126,3 +126,85 @@ class VaeLoader(Node):
             key, lambda: load_vae(path, placement.device, placement.vae_dtype, allow_pickle=services.allow_pickle,
                                   default_scaling_factor=scaling))
         return self.Outputs(vae=Vae(vae, self.vae_name))
+
+
+def _lora_choices(services: Any) -> list[str]:
+    return services_of(services).folders.list_models("loras")
+
+
+def _apply_lora(ctx: RunContext, name: str, model: Any, clip: Any, strength_model: float,
+                strength_clip: float) -> tuple[Any, Any]:
+    """The model and text encoder handles with the LoRA's patches added (the loaded weights are
+    shared, not copied; see nodes.sd.patches). Reports what was applied and skipped."""
+    from latentgraph.nodes.sd.lora import lora_patches, read_lora
+
+    services = services_of(ctx)
+    path = services.folders.model_path("loras", name)
+    identity = _file_identity(path)
+    lora = services.models.get_or_load(("lora", identity["path"], identity["size"], identity["mtime_ns"]),
+                                       lambda: read_lora(path, allow_pickle=services.allow_pickle))
+    if clip is not None and clip.spec.name != model.spec.name:
+        raise ValueError(f"the model is {model.spec.label} ({model.source}) but the text encoder is "
+                         f"{clip.spec.label} ({clip.source}): give the LoRA both parts of one checkpoint")
+    encoders = clip.encoders if clip is not None else {}
+    patches, report = lora_patches(lora, model.spec, model.unet, encoders, strength_model, strength_clip)
+    ctx.report(lora={"name": name, **report.summary()})
+    unet_patches = [p for p in patches if p.target == "unet"]
+    text_patches = [p for p in patches if p.target != "unet"]
+    return model.with_patches(*unet_patches), (clip.with_patches(*text_patches) if clip is not None else None)
+
+
+_STRENGTH = dict(ge=-20.0, le=20.0, step=0.05)
+
+
+@node("lora_loader", category="loaders", title="Load LoRA")
+class LoraLoader(Node):
+    """Apply a LoRA (or LyCORIS: LoCon, LoHa, LoKr) from the loras folder to a checkpoint's U-Net
+    and text encoders. Chain several to stack them; the strengths scale each LoRA's change (0 leaves
+    that part as it was, negative values push the other way). Files from kohya's scripts, A1111,
+    LyCORIS, diffusers and PEFT load, for SD1.x, SD2.x and SDXL. The checkpoint is not loaded again
+    nor copied: the change is applied to its weights while a sampler or prompt encoder runs, and
+    undone exactly when a run without it comes. The node's result lists how many layers were
+    applied and which could not be (and why)."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    clip: Any = Input(port=ports.CLIP, description="its text encoders")
+    lora_name: str = Input(choices=_lora_choices, description="file in models/loras")
+    strength_model: float = Input(1.0, description="how strongly to change the U-Net", **_STRENGTH)
+    strength_clip: float = Input(1.0, description="how strongly to change the text encoders", **_STRENGTH)
+
+    class Outputs(NodeOutputs):
+        model: Any = Output(port=ports.MODEL, description="the model with the LoRA",
+                            depends_on=("model", "lora_name", "strength_model"))
+        # A new U-Net strength does not encode the prompts again:
+        clip: Any = Output(port=ports.CLIP, description="the text encoders with the LoRA",
+                           depends_on=("clip", "lora_name", "strength_clip"))
+
+    @classmethod
+    def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
+        return _file_identity(services_of(services).folders.model_path("loras", literal_inputs["lora_name"]))
+
+    def run(self, ctx: RunContext) -> Outputs:
+        model, clip = _apply_lora(ctx, self.lora_name, self.model, self.clip, self.strength_model, self.strength_clip)
+        return self.Outputs(model=model, clip=clip)
+
+
+@node("lora_loader_model_only", category="loaders", title="Load LoRA (model only)")
+class LoraLoaderModelOnly(Node):
+    """Apply a LoRA's U-Net part only (its text encoder layers, if any, are left out): for LoRAs
+    trained on the U-Net alone, or to keep the prompt's encoding as it was."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    lora_name: str = Input(choices=_lora_choices, description="file in models/loras")
+    strength_model: float = Input(1.0, description="how strongly to change the U-Net", **_STRENGTH)
+
+    class Outputs(NodeOutputs):
+        model: Any = Output(port=ports.MODEL, description="the model with the LoRA")
+
+    @classmethod
+    def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
+        return _file_identity(services_of(services).folders.model_path("loras", literal_inputs["lora_name"]))
+
+    def run(self, ctx: RunContext) -> Outputs:
+        model, _ = _apply_lora(ctx, self.lora_name, self.model, None, self.strength_model, 0.0)
+        return self.Outputs(model=model)

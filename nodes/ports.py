@@ -18,6 +18,7 @@ MASK = register_port_type("MASK")  # float32 [B, H, W] in [0, 1]
 NOISE = register_port_type("NOISE")  # seeded starting noise (Noise)
 SIGMAS = register_port_type("SIGMAS")  # a schedule of noise levels
 SAMPLER = register_port_type("SAMPLER")  # a sampler and its options (SamplerChoice)
+CONTROL_NET = register_port_type("CONTROL_NET")  # a loaded ControlNet (controlnet.ControlNetHandle)
 
-__all__ = ["ANY", "BOOLEAN", "CLIP", "CONDITIONING", "FLOAT", "IMAGE", "INT", "LATENT", "MASK", "MODEL", "NOISE",
+__all__ = ["ANY", "BOOLEAN", "CLIP", "CONDITIONING", "CONTROL_NET", "FLOAT", "IMAGE", "INT", "LATENT", "MASK", "MODEL", "NOISE",
            "SAMPLER", "SIGMAS", "STRING", "VAE"]

@@ -36,10 +36,12 @@ def _steps_within_limits(inputs: dict[str, Any], services: Any) -> Iterator[tupl
         yield "steps", too_many
 
 
-def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided: bool) -> None:
+def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided: bool,
+                    conditionings: tuple[Any, ...] = ()) -> None:
     """Refuse, before the first step, sampling over the run limits: the latent's image size and
-    batch, the steps, and the memory estimate (`nodes.sd.memory.sampling_memory`) against what the
-    model's device has free."""
+    batch, the steps, and the memory estimate (`nodes.sd.memory.sampling_memory`, with the
+    ControlNets the `conditionings` carry) against what the model's device has free."""
+    from latentgraph.nodes.sd.controlnet import control_configs
     from latentgraph.nodes.sd.limits import require_memory
     from latentgraph.nodes.sd.memory import sampling_memory
 
@@ -49,7 +51,7 @@ def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided
     require_within(limits, "the latent", size=size, batch=batch)
     require_within(limits, "the sampler", steps=steps)
     estimate = sampling_memory(model.unet.config, batch, channels, height, width, model.dtype.itemsize,
-                               guided, model.device)
+                               guided, model.device, controlnets=control_configs(*conditionings))
     require_memory(estimate, model.device, limits, f"sampling {batch} x {size[0]}x{size[1]}")
 
 
@@ -86,7 +88,8 @@ class KSampler(Node):
 
         if self.denoise == 0:
             return self.Outputs(latent=self.latent)
-        _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1)
+        _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1,
+                        conditionings=(self.positive, self.negative))
         sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps, self.denoise)
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
@@ -146,7 +149,8 @@ class KSamplerAdvanced(Node):
         sigmas = advanced_sigmas(sigmas, self.start_step, self.end_step, self.return_with_leftover_noise)
         if len(sigmas) < 2:
             return self.Outputs(latent=self.latent)
-        _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1)
+        _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1,
+                        conditionings=(self.positive, self.negative))
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model),
@@ -278,7 +282,8 @@ class GuidedSampler(Node):
         from latentgraph.nodes.sd.interrupt import cancel_points
         from latentgraph.nodes.sd.sample import denoise_latents
 
-        _check_sampling(ctx, self.model, self.latent, max(0, len(self.sigmas) - 1), guided=self.cfg != 1)
+        _check_sampling(ctx, self.model, self.latent, max(0, len(self.sigmas) - 1), guided=self.cfg != 1,
+                        conditionings=(self.positive, self.negative))
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, self.noise, self.sigmas,
                                      self.sampler, self.cfg, _step_reporter(ctx, self.model))

@@ -174,8 +174,12 @@ def _refuse_pickle_unless(allowed: bool, path: Path, what: str) -> None:
 
 def _open_pickle(path: Path) -> _TensorFile:
     try:
-        # mmap keeps the tensors in the file until read; it needs the zip format (torch >= 1.6).
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            # mmap keeps the tensors in the file until read; it needs the zip format (torch >= 1.6).
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        else:  # torch.load reads a path named .safetensors as safetensors: give it the open file
+            with open(path, "rb") as handle:
+                loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path.name} holds Python objects other than tensors, which weights_only loading refuses "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -53,12 +53,17 @@ class Denoiser:
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                 y: torch.Tensor | None = None) -> torch.Tensor:
+                 y: torch.Tensor | None = None, control: Sequence[Any] | None = None) -> torch.Tensor:
         """Denoised estimate of `x` ([B, C, H, W]) at noise levels `sigma` ([B]) given `cond` (and
-        `y`, the extra conditioning vector of models that take one)."""
+        `y`, the extra conditioning vector of models that take one). `control`: one entry per
+        equal chunk of the batch (a prompt's ControlNets, or None), handed to the network as
+        `ControlChunks` with the rows' sigmas; None: the network is called without it."""
         s, c_in = _scalings(x, sigma)
         t = self.schedule.sigma_to_t(sigma)
-        out = self.net(x * c_in, t, cond) if y is None else self.net(x * c_in, t, cond, y)
+        if control is not None:
+            out = self.net(x * c_in, t, cond, y, control=ControlChunks(tuple(control), sigma))
+        else:
+            out = self.net(x * c_in, t, cond) if y is None else self.net(x * c_in, t, cond, y)
         return self._denoised(x, s, c_in, out)
 
     def denoised_from_output(self, x: torch.Tensor, sigma: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -101,13 +106,25 @@ def _repeat_to_tokens(cond: torch.Tensor, tokens: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class ControlChunks:
+    """What a network call gets besides its inputs when prompts carry control (ControlNets): the
+    batch is len(controls) equal chunks, one per prompt, `controls[i]` that prompt's (empty or None:
+    none), and `sigma` [B] the noise level of each row (ControlNets act on a range of them)."""
+
+    controls: tuple[Any, ...]
+    sigma: torch.Tensor
+
+
+@dataclass(frozen=True)
 class GuidanceEntry:
     """One prompt on one side of the guidance: its context [1 or B, tokens, dim], its weight among
-    that side's prompts, and, for models that take one, its extra conditioning vector y [1 or B, n]."""
+    that side's prompts, for models that take one its extra conditioning vector y [1 or B, n], and
+    its control (what the network needs for the prompt's ControlNets; None: none)."""
 
     context: torch.Tensor
     weight: float = 1.0
     y: torch.Tensor | None = None
+    control: Any = None
 
 
 class CFGDenoiser:
@@ -161,11 +178,14 @@ class CFGDenoiser:
             raise ValueError("some prompts carry the model's extra conditioning (y) and some do not")
         y = None if ys[0] is None else torch.cat([_match_batch(v, batch, "y") for v in ys])
         count = len(entries)
+        controls = [e.control for e in entries]
+        extra = {"control": controls} if any(controls) else {}  # per chunk; absent without control
         if count == 1:
-            out = [self.denoiser(x, sigma, context, y) if y is not None else self.denoiser(x, sigma, context)]
+            out = [self.denoiser(x, sigma, context, y, **extra) if y is not None or extra else self.denoiser(x, sigma, context)]
         else:
             x_all, sigma_all = torch.cat([x] * count), torch.cat([sigma] * count)
-            denoised = self.denoiser(x_all, sigma_all, context, y) if y is not None else self.denoiser(x_all, sigma_all, context)
+            denoised = (self.denoiser(x_all, sigma_all, context, y, **extra) if y is not None or extra
+                        else self.denoiser(x_all, sigma_all, context))
             out = list(denoised.chunk(count))
         cond = _weighted(out[: len(self.positive)], self.positive)
         if not guided:
@@ -195,7 +215,7 @@ def _entries(side: Sequence[GuidanceEntry] | torch.Tensor, name: str) -> tuple[G
     total = sum(e.weight for e in entries)
     if not total > 0:
         raise ValueError(f"the {name} prompts' strengths add up to {total}; at least one must be above 0")
-    return tuple(GuidanceEntry(e.context, e.weight / total, e.y) for e in entries)
+    return tuple(GuidanceEntry(e.context, e.weight / total, e.y, e.control) for e in entries)
 
 
 def _weighted(outputs: list[torch.Tensor], entries: Sequence[GuidanceEntry]) -> torch.Tensor:

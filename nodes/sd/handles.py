@@ -7,11 +7,15 @@ IMAGE → a float32 tensor [B, H, W, 3] in [0, 1] on the CPU, MASK → float32 [
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from latentgraph.nodes.sd.patches import WeightPatch, patched
 from latentgraph.nodes.sd.schedules import NoiseSchedule
 from latentgraph.nodes.sd.spec import FamilySpec
 
@@ -29,7 +33,8 @@ class ModelHandle:
 @dataclass(eq=False)
 class DiffusionModel(ModelHandle):
     """A U-Net with what it needs to denoise: its family's spec (latent format, previews, extra
-    conditioning...), its training noise schedule and its prediction type."""
+    conditioning...), its training noise schedule and its prediction type, and the patches (LoRAs)
+    this handle applies to the shared U-Net: run it inside `patched()`."""
 
     unet: torch.nn.Module
     spec: FamilySpec
@@ -38,6 +43,17 @@ class DiffusionModel(ModelHandle):
     latent_channels: int
     source: str  # the checkpoint's name, for messages
     cfg_rescale: float = 0.0  # CFG rescale's phi (the rescale_cfg node; see denoiser.CFGDenoiser)
+    patches: tuple[WeightPatch, ...] = ()  # applied in order over the loaded weights (see nodes.sd.patches)
+
+    def with_patches(self, *patches: WeightPatch) -> "DiffusionModel":
+        """The same model with more patches after its own (the U-Net is shared, not copied)."""
+        return replace(self, patches=self.patches + patches)
+
+    @contextmanager
+    def patched(self) -> Iterator[torch.nn.Module]:
+        """The U-Net with this handle's patches applied (and no others) for the block's duration."""
+        with patched(self.unet, self.patches) as unet:
+            yield unet
 
     @property
     def family(self) -> str:
@@ -51,15 +67,24 @@ class DiffusionModel(ModelHandle):
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
+            control: Any = None) -> torch.Tensor:
         """The U-Net as a noise predictor in its own device and dtype, returning x's dtype (`y`:
-        the extra conditioning vector of families that have one).
+        the extra conditioning vector of families that have one; `control`: a
+        `denoiser.ControlChunks`, the prompts' ControlNets, whose residuals the U-Net adds).
 
         Timesteps stay float32: fractional timesteps would be rounded in half precision (the U-Net
         embeds them in float32 itself)."""
         device, dtype = self.device, self.dtype
         extra = {} if y is None else {"y": y.to(device, dtype)}
-        out = self.unet(x.to(device, dtype), t.to(device, torch.float32), context.to(device, dtype), **extra)
+        x_in, t_in, context_in = x.to(device, dtype), t.to(device, torch.float32), context.to(device, dtype)
+        if control is not None:
+            from latentgraph.nodes.sd.controlnet import control_residuals
+
+            residuals = control_residuals(control, x_in, t_in, context_in, extra.get("y"))
+            if residuals is not None:
+                extra["control"] = residuals
+        out = self.unet(x_in, t_in, context_in, **extra)
         return out.to(x.dtype)
 
 
@@ -71,10 +96,22 @@ class TextEncoder(ModelHandle):
     encoders: dict[str, torch.nn.Module]
     spec: FamilySpec
     source: str
+    patches: tuple[WeightPatch, ...] = ()  # each names the encoder it changes (`target`)
 
     @property
     def family(self) -> str:
         return self.spec.name
+
+    def with_patches(self, *patches: WeightPatch) -> "TextEncoder":
+        return replace(self, patches=self.patches + patches)
+
+    @contextmanager
+    def patched(self) -> Iterator[dict[str, torch.nn.Module]]:
+        """The encoders, each with this handle's patches for it applied, for the block's duration."""
+        with contextlib.ExitStack() as stack:
+            for name, encoder in self.encoders.items():
+                stack.enter_context(patched(encoder, [p for p in self.patches if p.target == name]))
+            yield self.encoders
 
     @property
     def model(self) -> torch.nn.Module:
@@ -99,12 +136,14 @@ class ConditioningEntry:
     """One encoded prompt: token embeddings [1, tokens, dim], pooled [1, dim], its weight when
     several prompts are combined, and `extra`: the family's other conditioning inputs by name
     (what the spec's `extra_conditioning` lists, such as SDXL's sizes and crop), from which the
-    family builds the U-Net's `y` vector."""
+    family builds the U-Net's `y` vector. `control`: the ControlNets applied to it, in order
+    (`controlnet.ControlApplication`s; their residuals are summed)."""
 
     embedding: torch.Tensor
     pooled: torch.Tensor | None = None
     strength: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    control: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,7 +29,6 @@ modules and reports what it applied and what it could not.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -140,7 +139,8 @@ class LoraLayer:
             if w2.ndim == 4 and w1.ndim == 2:
                 w1 = w1[:, :, None, None]
             scale = self.alpha / rank if (rank is not None and self.alpha is not None) else 1.0
-            return torch.kron(w1, w2).reshape(shape) * scale
+            # kron views its inputs: an einsum's (Tucker) result must be made contiguous first
+            return torch.kron(w1.contiguous(), w2.contiguous()).reshape(shape) * scale
         if kind == "diff":
             return t["diff"].reshape(shape)
         raise LoraError(f"layer {self.name} has no weight change this version can apply ({kind})")
@@ -385,6 +385,7 @@ def lora_patches(lora: LoraFile, spec: FamilySpec, unet: nn.Module | None, encod
     targets = _targets(unet, encoders)
     report = LoraReport(unread=list(lora.unknown))
     deltas: dict[str, dict[str, LayerDelta]] = {}
+    claimed: dict[tuple[str, str], str] = {}  # (target, module path) -> the layer that patches it
     for name, layer in lora.layers.items():
         where = _locate(name, spec, targets)
         if isinstance(where, str):
@@ -412,6 +413,10 @@ def lora_patches(lora: LoraFile, spec: FamilySpec, unet: nn.Module | None, encod
         if problem:
             report.skipped[name] = problem
             continue
+        if (target, path) in claimed:  # one module under two names (diffusers' and LDM's): once is meant
+            report.skipped[name] = f"patches the same layer as {claimed[target, path]}"
+            continue
+        claimed[target, path] = name
         for parameter, delta in layer_deltas.items():
             deltas.setdefault(target, {})[f"{path}.{parameter}"] = delta
         report.applied[target] += 1

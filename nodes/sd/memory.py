@@ -12,7 +12,9 @@ U-Net (512² and 1024², batch 2), SD1.5's U-Net (512², batch 2) and SD's VAE d
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -133,13 +135,54 @@ def unet_memory(config: UNetConfig, batch: int, height: int, width: int, dtype_b
 
 
 def sampling_memory(config: UNetConfig, batch: int, latent_channels: int, height: int, width: int,
-                    dtype_bytes: int, guided: bool, device: torch.device | str = "cpu") -> int:
+                    dtype_bytes: int, guided: bool, device: torch.device | str = "cpu",
+                    controlnets: Sequence[Any] = ()) -> int:
     """Peak bytes of sampling `batch` latents of `height` x `width` latent pixels: one U-Net pass
     (`unet_memory`, over 2 x batch when `guided`: cond and uncond go through together) plus the
-    sampler's own float32 latents (SAMPLER_LATENTS of them)."""
+    sampler's own float32 latents (SAMPLER_LATENTS of them), plus, with ControlNets
+    (`controlnet.ControlNetConfig`s), `control_memory`."""
     passes = batch * (2 if guided else 1)
     latents = SAMPLER_LATENTS * batch * latent_channels * height * width * 4
-    return unet_memory(config, passes, height, width, dtype_bytes, device) + latents
+    total = unet_memory(config, passes, height, width, dtype_bytes, device) + latents
+    if controlnets:
+        total += control_memory(controlnets, passes, height, width, dtype_bytes)
+    return total
+
+
+# Hint-sized tensors alive in the hint encoder: a convolution's input, its output and the SiLU's.
+HINT_TENSORS = 3
+
+
+def control_memory(controlnets: Sequence[Any], batch: int, height: int, width: int, dtype_bytes: int) -> int:
+    """Extra peak bytes of sampling with ControlNets (`controlnet.ControlNetConfig`s) over latents
+    of `height` x `width`, `batch` of them per network call:
+
+        2 x B x dtype_bytes x (sum over input blocks of channels x P_l)   residuals: the running sum
+                                                                           the U-Net reads, and the
+                                                                           next ControlNet's own
+      + the largest hint encoder pass, for one hint image: HINT_TENSORS x dtype_bytes x the largest
+        level's channels x pixels (8h x 8w at the first), and its output, kept for the run
+
+    A ControlNet's blocks are the U-Net's way down and run before the U-Net, not beside it, so
+    their working set is already within `unet_memory`'s."""
+    total = 0
+    hint = 0
+    for control in controlnets:
+        c = control.unet
+        levels = len(c.channel_mult)
+        elements = c.model_channels * _pixels(height, width, 0)
+        channels = c.model_channels
+        for level, mult in enumerate(c.channel_mult):
+            channels = c.model_channels * mult
+            elements += c.num_res_blocks * channels * _pixels(height, width, level)
+            if level != levels - 1:
+                elements += channels * _pixels(height, width, level + 1)
+        elements += channels * _pixels(height, width, levels - 1)  # the middle block's
+        total = max(total, 2 * batch * dtype_bytes * elements)
+        scale = 2 ** (len(control.hint_widths) - 1)
+        widest = max(w * _pixels(height * scale, width * scale, level) for level, w in enumerate(control.hint_widths))
+        hint = max(hint, HINT_TENSORS * widest * dtype_bytes + c.model_channels * height * width * dtype_bytes)
+    return total + hint
 
 
 def decode_memory(config: VAEConfig, batch: int, height: int, width: int, dtype_bytes: int,

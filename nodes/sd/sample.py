@@ -20,10 +20,14 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
 
     For families whose U-Net reads an extra conditioning vector (SDXL), each prompt's vector is
     built by the family spec from the prompt's pooled text and extra inputs, with `size` (the
-    image's width and height in pixels) where the prompt leaves its size inputs unset."""
+    image's width and height in pixels) where the prompt leaves its size inputs unset.
+
+    Prompts with ControlNets (apply_controlnet) get them ready for this run: hints fitted to
+    `size`, start/end percents as sigmas of the model's schedule (`controlnet.prepare_controls`)."""
     denoiser = Denoiser(model.net, model.schedule, model.prediction_type)
     device = model.device
     vector = model.spec.vector
+    prepared_controls: dict = {}  # shared by prompts that share a ControlNet application
 
     def entries(side: Conditioning, name: str) -> list[GuidanceEntry]:  # moved to the device once, not every step
         out = []
@@ -34,7 +38,12 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
                 if size is None:
                     raise ValueError(f"a {model.spec.label} model needs the image size to build its conditioning vector")
                 y = vector(e, name, size).to(device, torch.float32)
-            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y))
+            control = None
+            if e.control:
+                from latentgraph.nodes.sd.controlnet import prepare_controls
+
+                control = prepare_controls(e.control, model, size, prepared_controls)
+            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control))
         return out
 
     if not positive.entries:
@@ -93,12 +102,13 @@ def denoise_latents(
             on_step(info["i"] + 1, total, info["denoised"])
 
     sample = SAMPLERS[sampler.name]
-    result = sample(
-        guided_model(model, positive, negative, cfg, (samples.shape[-1] * 8, samples.shape[-2] * 8)),
-        x,
-        sigmas,
-        callback=callback,
-        noise_sampler=default_noise_sampler(x, (noise.seed + 1) % 2**64),  # not the initial noise's stream
-        **sampler.options,
-    )
+    with model.patched():  # the handle's LoRAs on the shared U-Net, held for the whole walk
+        result = sample(
+            guided_model(model, positive, negative, cfg, (samples.shape[-1] * 8, samples.shape[-2] * 8)),
+            x,
+            sigmas,
+            callback=callback,
+            noise_sampler=default_noise_sampler(x, (noise.seed + 1) % 2**64),  # not the initial noise's stream
+            **sampler.options,
+        )
     return Latent(result.float().cpu(), latent.noise_mask)

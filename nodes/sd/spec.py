@@ -104,8 +104,6 @@ class FamilySpec:
         overflows there otherwise).
     lora_prefixes: LoRA key prefixes (kohya naming) -> which module they patch ("unet", or a text
         encoder's name).
-    control_residuals: where ControlNet residuals enter the U-Net: after each input block, and
-        the middle block.
     inpaint_channels: what an inpainting variant's extra U-Net input channels hold, in order.
     """
 
@@ -124,7 +122,6 @@ class FamilySpec:
     prediction_from_weights: Callable[[Shapes, Callable[[str], torch.Tensor]], str | None] | None = None
     upcast_attention: bool = False
     lora_prefixes: Mapping[str, str] = field(default_factory=dict)
-    control_residuals: tuple[str, ...] = ("input_blocks", "middle_block")
     inpaint_channels: tuple[str, ...] = ("mask", "masked_image_latent")
 
 

@@ -311,6 +311,51 @@ class BlockSequence(nn.Sequential):
         return x
 
 
+def embedding_layers(c: UNetConfig) -> tuple[nn.Sequential, nn.Sequential | None]:
+    """The timestep embedding's MLP (`time_embed`) and, for models with a `y` vector, its own
+    (`label_emb`), both to model_channels * 4."""
+    channels = c.model_channels * 4
+    time_embed = nn.Sequential(nn.Linear(c.model_channels, channels), nn.SiLU(), nn.Linear(channels, channels))
+    if c.adm_in_channels is None:
+        return time_embed, None
+    return time_embed, nn.Sequential(nn.Sequential(nn.Linear(c.adm_in_channels, channels), nn.SiLU(),
+                                                   nn.Linear(channels, channels)))
+
+
+def spatial_transformer(c: UNetConfig, width: int, depth: int) -> SpatialTransformer:
+    heads, head_channels = c.heads_for(width)
+    return SpatialTransformer(width, heads, head_channels, depth, c.context_dim, c.use_linear_in_transformer,
+                              c.upcast_attention)
+
+
+def down_path(c: UNetConfig) -> tuple[nn.ModuleList, list[int], BlockSequence]:
+    """The way down, as the U-Net and a ControlNet share it: `input_blocks` (the stem, then per
+    level its residual blocks, each with a transformer where the level has attention, and a
+    downsampler between levels), the width of each block's output, and the `middle_block`."""
+    embedding_channels = c.model_channels * 4
+    input_blocks = nn.ModuleList([BlockSequence(Conv2d(c.in_channels, c.model_channels, 3, padding=1))])
+    widths = [c.model_channels]
+    width = c.model_channels
+    for level, mult in enumerate(c.channel_mult):
+        depth = c.depth_at_level(level)
+        for _ in range(c.num_res_blocks):
+            layers: list[nn.Module] = [ResBlock(width, embedding_channels, c.model_channels * mult)]
+            width = c.model_channels * mult
+            if depth:
+                layers.append(spatial_transformer(c, width, depth))
+            input_blocks.append(BlockSequence(*layers))
+            widths.append(width)
+        if level != len(c.channel_mult) - 1:
+            input_blocks.append(BlockSequence(Downsample(width)))
+            widths.append(width)
+    middle_block = BlockSequence(
+        ResBlock(width, embedding_channels, width),
+        spatial_transformer(c, width, c.middle_depth),
+        ResBlock(width, embedding_channels, width),
+    )
+    return input_blocks, widths, middle_block
+
+
 class UNetModel(nn.Module):
     """The denoising U-Net: `forward(x, timesteps, context)` predicts noise (or v) for latents x."""
 
@@ -319,51 +364,10 @@ class UNetModel(nn.Module):
         self.config = config
         c = config
         embedding_channels = c.model_channels * 4
-
-        self.time_embed = nn.Sequential(
-            nn.Linear(c.model_channels, embedding_channels),
-            nn.SiLU(),
-            nn.Linear(embedding_channels, embedding_channels),
-        )
-        if c.adm_in_channels is not None:
-            self.label_emb = nn.Sequential(
-                nn.Sequential(
-                    nn.Linear(c.adm_in_channels, embedding_channels),
-                    nn.SiLU(),
-                    nn.Linear(embedding_channels, embedding_channels),
-                )
-            )
-        else:
-            self.label_emb = None
-
-        def transformer(width: int, depth: int) -> SpatialTransformer:
-            heads, head_channels = c.heads_for(width)
-            return SpatialTransformer(
-                width, heads, head_channels, depth, c.context_dim, c.use_linear_in_transformer, c.upcast_attention
-            )
-
+        self.time_embed, self.label_emb = embedding_layers(c)
         # Down: remember the width of every block's output; the way up concatenates them back.
-        self.input_blocks = nn.ModuleList([BlockSequence(Conv2d(c.in_channels, c.model_channels, 3, padding=1))])
-        skip_widths = [c.model_channels]
-        width = c.model_channels
-        for level, mult in enumerate(c.channel_mult):
-            depth = c.depth_at_level(level)
-            for _ in range(c.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(width, embedding_channels, c.model_channels * mult)]
-                width = c.model_channels * mult
-                if depth:
-                    layers.append(transformer(width, depth))
-                self.input_blocks.append(BlockSequence(*layers))
-                skip_widths.append(width)
-            if level != len(c.channel_mult) - 1:
-                self.input_blocks.append(BlockSequence(Downsample(width)))
-                skip_widths.append(width)
-
-        self.middle_block = BlockSequence(
-            ResBlock(width, embedding_channels, width),
-            transformer(width, c.middle_depth),
-            ResBlock(width, embedding_channels, width),
-        )
+        self.input_blocks, skip_widths, self.middle_block = down_path(c)
+        width = skip_widths[-1]
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c.channel_mult))):
@@ -373,7 +377,7 @@ class UNetModel(nn.Module):
                 layers = [ResBlock(width + skip_widths.pop(), embedding_channels, out_width)]
                 width = out_width
                 if depth:
-                    layers.append(transformer(width, depth))
+                    layers.append(spatial_transformer(c, width, depth))
                 if level != 0 and index == c.num_res_blocks:
                     layers.append(Upsample(width))
                 self.output_blocks.append(BlockSequence(*layers))
@@ -392,6 +396,7 @@ class UNetModel(nn.Module):
         timesteps: torch.Tensor | float,
         context: torch.Tensor,
         y: torch.Tensor | None = None,
+        control: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Predict the model's target (noise for epsilon models, v for v-prediction ones).
 
@@ -399,6 +404,10 @@ class UNetModel(nn.Module):
         timesteps: DDPM timesteps in [0, 1000), one per batch item or a scalar; fractions allowed.
         context: text encoder hidden states (batch, tokens, context_dim).
         y: extra conditioning vector (batch, adm_in_channels), only for models with label_emb.
+        control: ControlNet residuals (`nodes.sd.controlnet`): one per input block, shaped like its
+            output, then one for the middle block. The middle one is added to the middle block's
+            output; the others to the skip connections as the output blocks take them (the way
+            down is unchanged). None: no control, the plain U-Net.
         Inputs are cast to the model's dtype; the result comes back in x's dtype.
         """
         input_dtype = x.dtype
@@ -420,9 +429,24 @@ class UNetModel(nn.Module):
             h = block(h, emb, context)
             skips.append(h)
         h = self.middle_block(h, emb, context)
+        if control is not None:
+            _check_control(control, skips, h)
+            h = h + control[-1].to(h.dtype)
         for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)
+            skip = skips.pop()
+            if control is not None:
+                skip = skip + control[len(skips)].to(skip.dtype)
+            h = torch.cat([h, skip], dim=1)
             next_size = tuple(skips[-1].shape[-2:]) if skips else None
             h = block(h, emb, context, upsample_size=next_size)
         cancel_point()
         return self.out(h).to(input_dtype)
+
+
+def _check_control(control: list[torch.Tensor], skips: list[torch.Tensor], middle: torch.Tensor) -> None:
+    """Refuse control residuals that do not fit this U-Net (a ControlNet of another shape)."""
+    expected = [tuple(t.shape) for t in (*skips, middle)]
+    given = [tuple(t.shape) for t in control]
+    if given != expected:
+        raise ValueError(f"the control residuals do not fit this U-Net: it needs {len(expected)} tensors shaped "
+                         f"{expected}, got {len(given)} shaped {given}")

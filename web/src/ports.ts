@@ -28,6 +28,7 @@ export const PORT_COLOURS: Record<string, string> = {
   NOISE: "#bcaaa4",
   SIGMAS: "#4dd0e1",
   SAMPLER: "#7986cb",
+  CONTROL_NET: "#26a69a",
   INT: "#aed581",
   FLOAT: "#4db6ac",
   STRING: "#e0e0e0",
