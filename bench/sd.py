@@ -4,7 +4,7 @@
                                  [--repeat 10] [--sd-repeat 3] [--sd-runs 1] [--threads 2]
                                  [--omp-passive] [--weights-dir DIR]
                                  [--sdxl [--sdxl-size 512] [--sdxl-steps 4] [--sdxl-bf16-steps 2]
-                                  [--sdxl-precision fp32|bf16|both]]
+                                  [--sdxl-precision fp32|bf16|both]] [--lora [--lora-size 512]]
 
 --quick measures the tiny model only (under a minute on a quiet 2-core machine); the default adds
 the SD1.5-size rows (about 4-5 minutes there, most of it the three 20-step txt2img runs, plus
@@ -39,6 +39,13 @@ vectors, both on the same tensors; first in fp32 (about 14 GB of weights, 18 GB 
 fresh worker, after the fp32 one has exited, with our CPU bf16 placement (U-Net bf16). It also
 reports loading time and the resident set after loading. About 13 minutes on a 2-core machine with
 --sd-repeat 1 --sd-runs 1; --skip-tiny --skip-sd15 --sdxl measures SDXL only.
+
+--lora adds LoRA rows on the SD1.5-size checkpoint (about 9 minutes at 512x512, 20 steps): a kohya
+LoRA of kohya's default targets (the U-Net's transformer linears and proj_in/out, 31% of its
+weights, and the text encoder's attention and MLP; rank 32) through workflows/txt2img.json with a
+lora_loader added. Rows: txt2img without and with the LoRA (time, process peak), a strength change
+(the patch switch alone, best of 3) with the base weights read back from the file as shipped and,
+for reference, kept as copies, and reloading the checkpoint; ratios against the txt2img run.
 
 Peak memory is the growth of the process's resident set during one call above what it held just
 before (the kernel's high-water mark, reset through /proc/self/clear_refs before each call, after
