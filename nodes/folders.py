@@ -23,6 +23,7 @@ KIND_ALIASES: dict[str, tuple[str, ...]] = {
     "loras": ("loras", "Lora"),
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "ControlNet"),
+    "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
 
 class UnsafeName(ValueError):

@@ -193,7 +193,7 @@ def test_thumbnails_are_small_jpegs_or_webps_made_once(api, server, tmp_path):
 
 def test_models_are_listed_by_kind_and_rescanned_on_every_request(api, tmp_path):
     assert api.get("/api/models").json() == {"kinds": {"checkpoints": [DEMO], "vae": [], "loras": [], "embeddings": [],
-                                                       "controlnet": []}}
+                                                       "controlnet": [], "upscale_models": []}}
     (tmp_path / "models" / "vae").mkdir(parents=True)
     (tmp_path / "models" / "vae" / "a.safetensors").write_bytes(b"12345")
     (tmp_path / "models" / "vae" / "readme.txt").write_text("not a model")
