@@ -35,9 +35,11 @@ web: $(WEB_BUILD)
 $(CHROMIUM):
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
-# workflows/img2img.json starts from input/example.png: put the bundled one there unless the user has one.
+# workflows/img2img.json starts from input/example.png (inpaint.json from input/inpaint_example.png): put the
+# bundled ones there unless the user has them.
 run: $(STAMP) $(WEB_BUILD)
 	test -e input/example.png || { mkdir -p input && cp workflows/example.png input/example.png; }
+	test -e input/inpaint_example.png || { mkdir -p input && cp workflows/inpaint_example.png input/inpaint_example.png; }
 	$(VENV)/bin/latentgraph serve
 
 test: test-python test-web

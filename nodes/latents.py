@@ -88,4 +88,4 @@ class LatentUpscale(Node):
         require_within(services_of(ctx).limits, "the resized latent", size=(size[1] * DOWNSCALE, size[0] * DOWNSCALE))
         antialias = {"antialias": True} if self.method in ("bilinear", "bicubic") else {}
         resized = F.interpolate(samples, size=size, mode=self.method, **antialias)
-        return self.Outputs(latent=Latent(resized))
+        return self.Outputs(latent=Latent(resized, self.latent.noise_mask))  # the mask is resized when sampling

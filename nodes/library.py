@@ -13,8 +13,12 @@ from latentgraph.engine import NodeRegistry, registry
 from latentgraph.nodes import conditioning, images, latents, loaders, primitives, sampling  # noqa: F401
 from latentgraph.nodes import preprocessors  # noqa: F401
 from latentgraph.nodes import controlnet  # noqa: F401
+from latentgraph.nodes import inpaint  # noqa: F401
+from latentgraph.nodes import image_ops, masks  # noqa: F401
+from latentgraph.nodes import upscale  # noqa: F401
 
-BUILTIN_MODULES = (primitives, loaders, conditioning, latents, sampling, images, preprocessors, controlnet)
+BUILTIN_MODULES = (primitives, loaders, conditioning, latents, sampling, images, preprocessors, controlnet, image_ops, masks,
+                   inpaint, upscale)
 
 
 def load_registry() -> NodeRegistry:

@@ -27,7 +27,8 @@ def _vae_choices(services: Any) -> list[str]:
 class CheckpointLoader(Node):
     """Load a Stable Diffusion checkpoint (a single-file .safetensors in the LDM layout, as people
     download them) from the checkpoints folder: its U-Net, text encoders and VAE. SD1.x, SD2.x
-    (512 epsilon and 768-v), SDXL base and SDXL refiner files load; the family is told from the
+    (512 epsilon and 768-v), SDXL base and SDXL refiner files load, and the inpainting versions of
+    SD1.x, SD2.x and SDXL (9-channel U-Nets, labelled "inpainting"); the family is told from the
     file's keys. Loaded models stay in memory between runs."""
 
     checkpoint: str = Input(choices=_checkpoint_choices, description="file in models/checkpoints")

@@ -19,6 +19,7 @@ NOISE = register_port_type("NOISE")  # seeded starting noise (Noise)
 SIGMAS = register_port_type("SIGMAS")  # a schedule of noise levels
 SAMPLER = register_port_type("SAMPLER")  # a sampler and its options (SamplerChoice)
 CONTROL_NET = register_port_type("CONTROL_NET")  # a loaded ControlNet (controlnet.ControlNetHandle)
+UPSCALE_MODEL = register_port_type("UPSCALE_MODEL")  # a loaded upscale model (upscale.UpscaleModel)
 
 __all__ = ["ANY", "BOOLEAN", "CLIP", "CONDITIONING", "CONTROL_NET", "FLOAT", "IMAGE", "INT", "LATENT", "MASK", "MODEL", "NOISE",
-           "SAMPLER", "SIGMAS", "STRING", "VAE"]
+           "SAMPLER", "SIGMAS", "STRING", "UPSCALE_MODEL", "VAE"]

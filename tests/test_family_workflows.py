@@ -199,27 +199,3 @@ def test_sdxl_long_weighted_prompts_use_the_same_windows_for_both_encoders(famil
     plain, _ = encode_text(loaded.text_encoders, SDXL, text.replace(":1.4", ":1.0").replace("[blue]", "blue"))
     for half in (slice(0, 64), slice(64, None)):
         assert (plain[..., half] - context[..., half]).abs().max() > 1e-3
-
-
-def test_an_inpainting_checkpoint_loads_but_sampling_says_it_is_not_supported_yet(tmp_path):
-    from dataclasses import replace
-
-    from latentgraph.nodes.sd.checkpoint import load_checkpoint, save_checkpoint
-    from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry, DiffusionModel, Latent, Noise, SamplerChoice
-    from latentgraph.nodes.sd.sample import denoise_latents
-    from latentgraph.nodes.sd.unet import UNetModel
-    from latentgraph.nodes.sd.vae import AutoencoderKL
-    from latentgraph.nodes.sd.text_encoder import build_text_encoder
-    from sd_tiny import TINY_TEXT_ENCODER, TINY_UNET, TINY_VAE, randomize_
-
-    unet = randomize_(UNetModel(replace(TINY_UNET, in_channels=9)), 1)
-    path = save_checkpoint(tmp_path / "inpaint.safetensors", unet, randomize_(AutoencoderKL(TINY_VAE), 2),
-                           randomize_(build_text_encoder(TINY_TEXT_ENCODER), 3))
-    loaded = load_checkpoint(path)
-    assert loaded.unet.config.in_channels == 9
-    model = DiffusionModel(loaded.unet, loaded.family.spec, loaded.family.spec.schedule.build(), "epsilon", 4,
-                           "inpaint.safetensors")
-    prompt = Conditioning((ConditioningEntry(torch.zeros(1, 77, 64)),))
-    with pytest.raises(ValueError, match=r"inpaint\.safetensors is an inpainting model \(its U-Net reads 9 channels"):
-        denoise_latents(model, prompt, None, Latent(torch.zeros(1, 4, 8, 8)), Noise(1), torch.tensor([1.0, 0.0]),
-                        SamplerChoice("euler"), 1.0)

@@ -187,7 +187,13 @@ def _open_pickle(path: Path) -> _TensorFile:
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{path.name} is not a readable PyTorch checkpoint ({error})") from error
-    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    state = loaded if isinstance(loaded, dict) else None
+    # Lightning checkpoints keep the weights under state_dict; BasicSR / Real-ESRGAN .pth files under
+    # params_ema (the averaged weights, preferred) or params.
+    for wrapper in ("state_dict", "params_ema", "params"):
+        if state is not None and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict):
         raise CheckpointError(f"{path.name} does not hold a state dict (found {type(loaded).__name__})")
     tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}

@@ -53,15 +53,21 @@ class Denoiser:
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                 y: torch.Tensor | None = None, control: Sequence[Any] | None = None) -> torch.Tensor:
+                 y: torch.Tensor | None = None, control: Sequence[Any] | None = None,
+                 concat: torch.Tensor | None = None) -> torch.Tensor:
         """Denoised estimate of `x` ([B, C, H, W]) at noise levels `sigma` ([B]) given `cond` (and
         `y`, the extra conditioning vector of models that take one). `control`: one entry per
         equal chunk of the batch (a prompt's ControlNets, or None), handed to the network as
-        `ControlChunks` with the rows' sigmas; None: the network is called without it."""
+        `ControlChunks` with the rows' sigmas; None: the network is called without it.
+        `concat`: extra input channels ([B, extra, H, W]: an inpainting U-Net's mask and masked
+        image) handed to the network as they are, without the input scaling x gets."""
         s, c_in = _scalings(x, sigma)
         t = self.schedule.sigma_to_t(sigma)
-        if control is not None:
-            out = self.net(x * c_in, t, cond, y, control=ControlChunks(tuple(control), sigma))
+        if control is not None or concat is not None:
+            extra: dict[str, Any] = {} if concat is None else {"concat": concat}
+            if control is not None:
+                extra["control"] = ControlChunks(tuple(control), sigma)
+            out = self.net(x * c_in, t, cond, y, **extra)
         else:
             out = self.net(x * c_in, t, cond) if y is None else self.net(x * c_in, t, cond, y)
         return self._denoised(x, s, c_in, out)
@@ -118,13 +124,15 @@ class ControlChunks:
 @dataclass(frozen=True)
 class GuidanceEntry:
     """One prompt on one side of the guidance: its context [1 or B, tokens, dim], its weight among
-    that side's prompts, for models that take one its extra conditioning vector y [1 or B, n], and
-    its control (what the network needs for the prompt's ControlNets; None: none)."""
+    that side's prompts, for models that take one its extra conditioning vector y [1 or B, n], its
+    control (what the network needs for the prompt's ControlNets; None: none), and for inpainting
+    U-Nets its extra input channels `concat` [1 or B, extra, H, W] (see nodes.sd.inpaint)."""
 
     context: torch.Tensor
     weight: float = 1.0
     y: torch.Tensor | None = None
     control: Any = None
+    concat: torch.Tensor | None = None
 
 
 class CFGDenoiser:
@@ -180,6 +188,11 @@ class CFGDenoiser:
         count = len(entries)
         controls = [e.control for e in entries]
         extra = {"control": controls} if any(controls) else {}  # per chunk; absent without control
+        concats = [e.concat for e in entries]
+        if any(c is None for c in concats) and not all(c is None for c in concats):
+            raise ValueError("some prompts carry an inpainting model's extra input channels and some do not")
+        if concats[0] is not None:
+            extra["concat"] = torch.cat([_match_batch(c, batch, "concat") for c in concats])
         if count == 1:
             out = [self.denoiser(x, sigma, context, y, **extra) if y is not None or extra else self.denoiser(x, sigma, context)]
         else:
@@ -215,7 +228,7 @@ def _entries(side: Sequence[GuidanceEntry] | torch.Tensor, name: str) -> tuple[G
     total = sum(e.weight for e in entries)
     if not total > 0:
         raise ValueError(f"the {name} prompts' strengths add up to {total}; at least one must be above 0")
-    return tuple(GuidanceEntry(e.context, e.weight / total, e.y, e.control) for e in entries)
+    return tuple(GuidanceEntry(e.context, e.weight / total, e.y, e.control, e.concat) for e in entries)
 
 
 def _weighted(outputs: list[torch.Tensor], entries: Sequence[GuidanceEntry]) -> torch.Tensor:

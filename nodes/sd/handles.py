@@ -60,6 +60,17 @@ class DiffusionModel(ModelHandle):
         return self.spec.name
 
     @property
+    def inpainting(self) -> bool:
+        """An inpainting U-Net: besides the latent it reads a mask and the masked image's latent
+        (the family's `inpaint_channels`; see nodes.sd.inpaint)."""
+        return self.unet.config.in_channels != self.latent_channels
+
+    @property
+    def label(self) -> str:
+        """What messages call the model: its family, and "inpainting" for inpainting U-Nets."""
+        return self.spec.label + (" inpainting" if self.inpainting else "")
+
+    @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
@@ -68,10 +79,12 @@ class DiffusionModel(ModelHandle):
         return next(self.unet.parameters()).dtype
 
     def net(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
-            control: Any = None) -> torch.Tensor:
+            control: Any = None, concat: torch.Tensor | None = None) -> torch.Tensor:
         """The U-Net as a noise predictor in its own device and dtype, returning x's dtype (`y`:
         the extra conditioning vector of families that have one; `control`: a
-        `denoiser.ControlChunks`, the prompts' ControlNets, whose residuals the U-Net adds).
+        `denoiser.ControlChunks`, the prompts' ControlNets, whose residuals the U-Net adds;
+        `concat`: an inpainting U-Net's extra input channels, appended to x after the ControlNets
+        have seen x alone).
 
         Timesteps stay float32: fractional timesteps would be rounded in half precision (the U-Net
         embeds them in float32 itself)."""
@@ -84,6 +97,8 @@ class DiffusionModel(ModelHandle):
             residuals = control_residuals(control, x_in, t_in, context_in, extra.get("y"))
             if residuals is not None:
                 extra["control"] = residuals
+        if concat is not None:
+            x_in = torch.cat([x_in, concat.to(device, dtype)], dim=1)
         out = self.unet(x_in, t_in, context_in, **extra)
         return out.to(x.dtype)
 
@@ -137,13 +152,16 @@ class ConditioningEntry:
     several prompts are combined, and `extra`: the family's other conditioning inputs by name
     (what the spec's `extra_conditioning` lists, such as SDXL's sizes and crop), from which the
     family builds the U-Net's `y` vector. `control`: the ControlNets applied to it, in order
-    (`controlnet.ControlApplication`s; their residuals are summed)."""
+    (`controlnet.ControlApplication`s; their residuals are summed). `inpaint`: for inpainting
+    U-Nets, the masked image's latent and the mask (an `inpaint.InpaintImage`, set by
+    inpaint_model_conditioning; other models ignore it)."""
 
     embedding: torch.Tensor
     pooled: torch.Tensor | None = None
     strength: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
     control: tuple[Any, ...] = ()
+    inpaint: Any = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +173,11 @@ class Conditioning:
 
 @dataclass(frozen=True, eq=False)
 class Latent:
-    """Latents [B, C, H/8, W/8] in the U-Net's (scaled) latent space, float32 on the CPU."""
+    """Latents [B, C, H/8, W/8] in the U-Net's (scaled) latent space, float32 on the CPU.
+
+    noise_mask: None, or [B or 1, 1, H, W] in [0, 1] at any resolution (usually the image's
+    pixels): where the sampler may change the latent (1), keep it (0), or blend (soft values);
+    see nodes.sd.inpaint. Set by set_latent_noise_mask and vae_encode_for_inpaint."""
 
     samples: torch.Tensor
     noise_mask: torch.Tensor | None = None

@@ -14,7 +14,7 @@ StepCallback = Callable[[int, int, torch.Tensor], None]  # (step done, total, de
 
 
 def guided_model(model: DiffusionModel, positive: Conditioning, negative: Conditioning | None, cfg: float,
-                 size: tuple[int, int] | None = None) -> CFGDenoiser:
+                 size: tuple[int, int] | None = None, latent: Latent | None = None) -> CFGDenoiser:
     """The sampler's model: the U-Net as a denoiser with classifier-free guidance over every prompt
     of both sides (one U-Net call per step; see CFGDenoiser).
 
@@ -23,11 +23,27 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
     image's width and height in pixels) where the prompt leaves its size inputs unset.
 
     Prompts with ControlNets (apply_controlnet) get them ready for this run: hints fitted to
-    `size`, start/end percents as sigmas of the model's schedule (`controlnet.prepare_controls`)."""
+    `size`, start/end percents as sigmas of the model's schedule (`controlnet.prepare_controls`).
+
+    An inpainting U-Net gets each prompt's extra input channels (`inpaint.inpaint_concat`: the
+    prompt's masked image and mask, else the sampled `latent` and its noise mask)."""
     denoiser = Denoiser(model.net, model.schedule, model.prediction_type)
     device = model.device
     vector = model.spec.vector
     prepared_controls: dict = {}  # shared by prompts that share a ControlNet application
+    concats: dict = {}  # by the prompt's InpaintImage (None: the latent's own), computed once
+
+    def concat_for(e) -> torch.Tensor | None:
+        if model.unet.config.in_channels == model.latent_channels:  # not an inpainting U-Net: nothing to add
+            return None
+        if latent is None:
+            raise ValueError(f"{model.source} is an inpainting model: it needs the latent it samples")
+        key = id(e.inpaint)
+        if key not in concats:
+            from latentgraph.nodes.sd.inpaint import inpaint_concat
+
+            concats[key] = inpaint_concat(model.spec, e.inpaint, latent.samples, latent.noise_mask).to(device)
+        return concats[key]
 
     def entries(side: Conditioning, name: str) -> list[GuidanceEntry]:  # moved to the device once, not every step
         out = []
@@ -43,7 +59,7 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
                 from latentgraph.nodes.sd.controlnet import prepare_controls
 
                 control = prepare_controls(e.control, model, size, prepared_controls)
-            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control))
+            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control, concat_for(e)))
         return out
 
     if not positive.entries:
@@ -57,7 +73,7 @@ def _check_width(model: DiffusionModel, entry, side: str) -> None:
     width = entry.embedding.shape[-1]
     expected = model.unet.config.context_dim
     if width != expected:
-        raise ValueError(f"the {side} prompt is {width} channels wide but {model.source} ({model.spec.label}) reads "
+        raise ValueError(f"the {side} prompt is {width} channels wide but {model.source} ({model.label}) reads "
                          f"{expected}: encode it with the text encoder of the same checkpoint")
 
 
@@ -79,22 +95,29 @@ def denoise_latents(
     gives image-to-image. Sampling runs in float32 on the model's device; the U-Net in its own dtype.
     add_noise=False starts from the latent as it is, already noisy at sigmas[0] (a first stage's
     leftover-noise output); stochastic samplers still draw their step noise from `noise`'s seed + 1.
+
+    A latent with a noise mask is sampled only where the mask is 1 (soft values blend); elsewhere
+    it stays the input latent, re-noised to each step's level with the starting noise (zeros when
+    add_noise is False): `inpaint.MaskedDenoiser`, ComfyUI's semantics. Inpainting U-Nets also
+    get their mask and masked-image channels (see `guided_model`).
     """
     if sampler.name not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler.name!r}; expected one of {', '.join(SAMPLERS)}")
     samples = latent.samples
     if samples.shape[1] != model.latent_channels:
         raise ValueError(f"the latent has {samples.shape[1]} channels but the model expects {model.latent_channels}")
-    if model.unet.config.in_channels != model.latent_channels:
-        raise ValueError(f"{model.source} is an inpainting model (its U-Net reads {model.unet.config.in_channels} "
-                         f"channels: the latent, a mask and the masked image), which this version cannot sample yet")
     if sigmas.numel() < 2:
         return latent
     device = model.device
     sigmas = sigmas.to(device=device, dtype=torch.float32)
     x = samples.to(device, torch.float32)
-    if add_noise:
-        x = x + noise.generate(samples).to(device) * sigmas[0]
+    start_noise = noise.generate(samples).to(device) if add_noise else torch.zeros_like(x)
+    x_start = x + start_noise * sigmas[0] if add_noise else x
+    mask = None
+    if latent.noise_mask is not None:
+        from latentgraph.nodes.sd.inpaint import latent_mask
+
+        mask = latent_mask(latent.noise_mask, samples.shape).to(device)
     total = sigmas.numel() - 1
 
     def callback(info: dict) -> None:
@@ -103,9 +126,14 @@ def denoise_latents(
 
     sample = SAMPLERS[sampler.name]
     with model.patched():  # the handle's LoRAs on the shared U-Net, held for the whole walk
+        guided = guided_model(model, positive, negative, cfg, (samples.shape[-1] * 8, samples.shape[-2] * 8), latent)
+        if mask is not None:
+            from latentgraph.nodes.sd.inpaint import MaskedDenoiser
+
+            guided = MaskedDenoiser(guided, x, start_noise, mask)
         result = sample(
-            guided_model(model, positive, negative, cfg, (samples.shape[-1] * 8, samples.shape[-2] * 8)),
-            x,
+            guided,
+            x_start,
             sigmas,
             callback=callback,
             noise_sampler=default_noise_sampler(x, (noise.seed + 1) % 2**64),  # not the initial noise's stream

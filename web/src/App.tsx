@@ -4,6 +4,7 @@ import { useEffect } from "react";
 import { handleShortcut, type ShortcutContext } from "./shortcuts";
 import Canvas from "./components/Canvas";
 import { Dialogs, Toasts } from "./components/Dialogs";
+import MaskPainter from "./components/MaskPainter";
 import NodeSearch from "./components/NodeSearch";
 import Palette from "./components/Palette";
 import SidePanel, { Lightbox } from "./components/SidePanel";
@@ -41,6 +42,7 @@ function Editor() {
       </div>
       <NodeSearch />
       <Dialogs />
+      <MaskPainter />
       <Lightbox />
       <Toasts />
     </div>

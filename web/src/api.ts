@@ -244,6 +244,18 @@ export function imageUrl(ref: ImageRef): string {
   return `${BASE}/api/images/${encodeURIComponent(ref.type || "output")}/${path}`;
 }
 
+/** An image's colours without its alpha (`rgb`), or what load_image's MASK output will be, as a
+ * grey picture (`mask`, white = repaint): what the mask painter and the load_image node show. */
+export function imageViewUrl(ref: ImageRef, channel: "rgb" | "mask"): string {
+  return `${imageUrl(ref)}?channel=${channel}`;
+}
+
+/** An input image by the name a load_image node takes ("subfolder/file.png" included). */
+export function inputImage(name: string): ImageRef {
+  const slash = name.lastIndexOf("/");
+  return { filename: name.slice(slash + 1), subfolder: slash < 0 ? "" : name.slice(0, slash), type: "input" };
+}
+
 /** A small JPEG of an image (the server makes and keeps it), for galleries. */
 export function thumbnailUrl(ref: ImageRef, size = 256): string {
   const path = [ref.subfolder, ref.filename].filter(Boolean).map(encodeURIComponent).join("/");
@@ -256,6 +268,18 @@ export async function uploadImage(file: File): Promise<string> {
   form.append("file", file, file.name);
   const body = await request<Record<string, unknown>>("POST", "/api/images", form);
   return String(body.name ?? body.filename ?? file.name);
+}
+
+/** Merge a mask (an opaque grey PNG, white = repaint) into a copy of the input image `original`
+ * as its alpha channel, on the server: the browser's canvas would lose the colours under the fully
+ * transparent pixels. Resolves to the copy's name, for the load_image node. */
+export async function uploadMask(mask: Blob, original: string): Promise<string> {
+  const form = new FormData();
+  form.append("file", mask, "mask.png");
+  form.append("original", original);
+  form.append("channel", "luminance");
+  const body = await request<Record<string, unknown>>("POST", "/api/images/mask", form);
+  return String(body.name);
 }
 
 export async function fetchBytes(url: string): Promise<Uint8Array> {

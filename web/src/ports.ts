@@ -29,6 +29,7 @@ export const PORT_COLOURS: Record<string, string> = {
   SIGMAS: "#4dd0e1",
   SAMPLER: "#7986cb",
   CONTROL_NET: "#26a69a",
+  UPSCALE_MODEL: "#a1887f",
   INT: "#aed581",
   FLOAT: "#4db6ac",
   STRING: "#e0e0e0",

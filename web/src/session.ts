@@ -17,6 +17,7 @@ import {
   setCatalog,
   setConnection,
   setQueue,
+  setInput,
   setRunHistory,
   showValidationErrors,
   toast,
@@ -251,6 +252,21 @@ export async function openWorkflowOfImage(url: string, label: string) {
     await importBytes(await api.fetchBytes(url), label);
   } catch (error) {
     toast(`Could not read ${label}: ${(error as Error).message}`, "error");
+  }
+}
+
+/** Send a painted mask to the server, which writes it into a copy of `original` as its alpha;
+ * the node's image input then names the copy (one undo step). False, with a message, on failure. */
+export async function saveMask(nodeId: string, input: string, original: string, mask: Blob): Promise<boolean> {
+  try {
+    const name = await api.uploadMask(mask, original);
+    await refreshCatalog().catch(() => undefined); // the copy is among the choices before the node names it
+    setInput(nodeId, input, name);
+    toast(`Mask saved: ${name}`);
+    return true;
+  } catch (error) {
+    toast(`Saving the mask failed: ${(error as Error).message}`, "error");
+    return false;
   }
 }
 

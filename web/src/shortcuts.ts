@@ -14,6 +14,7 @@ import {
   autoLayout,
   closeDialog,
   closeLightbox,
+  closeMaskPainter,
   closeSearch,
   copySelected,
   openDialog,
@@ -63,6 +64,7 @@ const TABLE = {
       closeSearch();
       closeLightbox();
       closeDialog();
+      closeMaskPainter();
     },
   },
   run: { keys: ["mod+shift?+Enter"], label: "Queue a run of this workflow", anywhere: true, action: () => void run() },
@@ -160,10 +162,10 @@ export function isTyping(target: EventTarget | null): boolean {
   return !!element && (element.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(element.tagName));
 }
 
-/** Whether a dialog or the search popup holds the keyboard. */
+/** Whether a dialog, the mask painter or the search popup holds the keyboard. */
 function overlayOpen(): boolean {
-  const { dialog, search } = useEditor.getState();
-  return !!dialog || !!search;
+  const { dialog, search, maskPainter } = useEditor.getState();
+  return !!dialog || !!search || !!maskPainter;
 }
 
 /** Run the shortcut a key event matches, if any may fire now; returns its id. */

@@ -67,8 +67,14 @@ class ModelFamily:
         return self.spec.name
 
     @property
+    def inpainting(self) -> bool:
+        """An inpainting U-Net (9 input channels for SD: the latent, a mask and the masked image's latent)."""
+        return self.unet.in_channels != self.vae.embed_dim
+
+    @property
     def label(self) -> str:
-        return self.spec.label
+        """The family's label, with "inpainting" for inpainting checkpoints."""
+        return self.spec.label + (" inpainting" if self.inpainting else "")
 
     @property
     def text_encoder(self) -> TextEncoderConfig | None:
@@ -117,6 +123,7 @@ def detect_family(
             f"(expected one of {expected}); {_supported_sentence()}", family=None)
 
     unet = replace(infer_unet_config(shapes, **spec.unet_heads), upcast_attention=spec.upcast_attention)
+    _check_unet_channels(spec, unet, source)
     text_encoders = tuple(_text_encoder_config(shapes, e, source) for e in spec.text_encoders)
     context = sum(e.hidden_size for e in text_encoders)
     if context != unet.context_dim:
@@ -142,6 +149,25 @@ def detect_family(
     vae = replace(infer_vae_config(shapes), scaling_factor=scaling_factor or spec.latent.scaling_factor)
     return ModelFamily(spec, unet, vae, text_encoders, prediction_type, prediction_source,
                        zero_terminal_snr=ZERO_TERMINAL_SNR_KEY in shapes)
+
+
+def _check_unet_channels(spec: FamilySpec, unet: UNetConfig, source: str) -> None:
+    """A U-Net reads the latent (and, inpainting ones, a mask and a masked image) and predicts
+    noise of the latent's channels; other variants (InstructPix2Pix's 8 input channels, SD2 depth's
+    5) need inputs Latentgraph does not build: refuse them by what they read."""
+    from latentgraph.nodes.sd.inpaint import inpainting_in_channels
+
+    latent, inpainting = spec.latent.channels, inpainting_in_channels(spec)
+    if unet.out_channels != latent:
+        raise CheckpointError(f"{source}: the U-Net predicts {unet.out_channels} channels but {spec.label} latents "
+                              f"have {latent}; the file mixes parts of different models")
+    if unet.in_channels not in (latent, inpainting):
+        known = {latent + 4: " (as InstructPix2Pix models do: the latent and an image's)",
+                 latent + 1: " (as SD2 depth models do: the latent and a depth map)"}.get(unet.in_channels, "")
+        raise UnsupportedCheckpoint(
+            f"{source} is a {spec.label} checkpoint whose U-Net reads {unet.in_channels} input channels{known}; "
+            f"Latentgraph runs U-Nets that read {latent} (the latent) or {inpainting} (inpainting models: the latent, "
+            f"a mask and the masked image)", family=spec.name)
 
 
 def _text_encoder_config(shapes: Mapping[str, Sequence[int]], encoder, source: str) -> TextEncoderConfig:

@@ -1,8 +1,8 @@
 /** Input widgets that follow the catalog's schema: numbers with bounds, sliders, choices, text, seeds, images. */
 import { useEffect, useRef, useState } from "react";
-import { imageUrl } from "../api";
+import { imageViewUrl, inputImage } from "../api";
 import { uploadInputImage } from "../session";
-import { randomSeed, seedControlOf, setInput, setSeedControl, type SeedControl } from "../store";
+import { openMaskPainter, randomSeed, seedControlOf, setInput, setSeedControl, type SeedControl } from "../store";
 import type { InputSpec } from "../types";
 import type { GraphNodeData } from "../workflow";
 
@@ -198,9 +198,10 @@ export function BooleanWidget({ nodeId, spec, value }: WidgetProps) {
   );
 }
 
-/** Pick an image from the input folder or upload one; shows the chosen image. */
-export function ImageWidget(props: WidgetProps) {
-  const { nodeId, spec, value } = props;
+/** Pick an image from the input folder or upload one; shows the chosen image. With `maskable`
+ * (load_image), a button opens the mask painter, and the mask the image holds shows over it. */
+export function ImageWidget(props: WidgetProps & { maskable?: boolean }) {
+  const { nodeId, spec, value, maskable } = props;
   const [uploading, setUploading] = useState(false);
   const fileInput = useRef<HTMLInputElement>(null);
   const name = typeof value === "string" ? value : "";
@@ -219,8 +220,31 @@ export function ImageWidget(props: WidgetProps) {
           {uploading ? "…" : "⇪"}
         </button>
         <input ref={fileInput} type="file" accept="image/*" hidden aria-label="image file" onChange={(e) => upload(e.target.files?.[0])} />
+        {maskable && (
+          <button
+            className="nodrag icon-button"
+            title="Paint a mask: the area to repaint (saved into a copy of the image's alpha)"
+            aria-label="edit mask"
+            disabled={!name}
+            onClick={() => openMaskPainter({ nodeId, input: spec.name, image: name })}
+          >
+            ◐
+          </button>
+        )}
       </div>
-      {name && <img className="input-preview" alt={name} src={imageUrl({ filename: name, subfolder: "", type: "input" })} draggable={false} />}
+      {name && (
+        <div className="input-preview-frame">
+          <img className="input-preview" alt={name} src={imageViewUrl(inputImage(name), "rgb")} draggable={false} />
+          {maskable && (
+            <div
+              className="mask-overlay"
+              aria-hidden="true"
+              data-mask={name}
+              style={{ maskImage: `url("${imageViewUrl(inputImage(name), "mask")}")` }}
+            />
+          )}
+        </div>
+      )}
     </div>
   );
 }
@@ -228,7 +252,9 @@ export function ImageWidget(props: WidgetProps) {
 /** The widget an input spec calls for. */
 export function Widget(props: WidgetProps & { data: GraphNodeData; nodeType: string }) {
   const { spec } = props;
-  if (spec.widget === "image" || (props.nodeType === "load_image" && spec.name === "image")) return <ImageWidget {...props} />;
+  if (spec.widget === "image" || (props.nodeType === "load_image" && spec.name === "image")) {
+    return <ImageWidget {...props} maskable={props.nodeType === "load_image"} />;
+  }
   if (spec.widget === "seed") return <SeedWidget {...props} />;
   if (spec.choices !== undefined) return <ChoiceWidget {...props} />;
   if (spec.type === "INT" || spec.type === "FLOAT") return <NumberWidget {...props} />;

@@ -9,7 +9,7 @@
  * | seeds.ts      | seed control-after-generate (no state: rules live in node ui) |
  * | run.ts        | the followed run: node statuses, progress, previews, outputs, errors |
  * | queue.ts      | connection, queue, run history (gallery)                     |
- * | ui.ts         | toasts, search popup, lightbox, dialogs, side panel, fit requests |
+ * | ui.ts         | toasts, search popup, lightbox, dialogs, mask painter, side panel, fit requests |
  *
  * Components read state with `useEditor((s) => s.field)` and call the actions exported below
  * (the same functions as `useEditor.getState().action`). Actions are plain state changes; talking
@@ -86,6 +86,8 @@ export const {
   closeLightbox,
   openDialog,
   closeDialog,
+  openMaskPainter,
+  closeMaskPainter,
   showPanel,
   requestFit,
 } = useEditor.getState();
@@ -96,4 +98,4 @@ export type { OpenOptions } from "./document";
 export type { ConnectionState } from "./queue";
 export type { NodeErrors, NodeRunState, NodeRunStatus } from "./run";
 export { randomSeed, SEED_CONTROL_KEY, seedControlOf, type SeedControl } from "./seeds";
-export type { DialogKind, PanelKind, PendingLink, SearchPopup, Toast } from "./ui";
+export type { DialogKind, MaskTarget, PanelKind, PendingLink, SearchPopup, Toast } from "./ui";

@@ -1,6 +1,7 @@
 /**
  * UI slice: transient state that is not part of the document and not saved: toasts, the node
- * search popup, the lightbox, the modal dialog, the side panel's tab, and requests to fit the view.
+ * search popup, the lightbox, the modal dialog, the mask painter, the side panel's tab, and
+ * requests to fit the view.
  */
 import type { XYPosition } from "@xyflow/react";
 import type { ImageRef } from "../types";
@@ -27,6 +28,13 @@ export interface SearchPopup {
 }
 
 export type DialogKind = "open" | "save-as";
+
+/** The image input the mask painter edits: the node, its input, and the image it had when opened. */
+export interface MaskTarget {
+  nodeId: string;
+  input: string;
+  image: string;
+}
 export type PanelKind = "queue" | "gallery";
 
 export interface UiSlice {
@@ -34,6 +42,7 @@ export interface UiSlice {
   search: SearchPopup | null;
   lightbox: { image: ImageRef; runId?: string } | null;
   dialog: DialogKind | null;
+  maskPainter: MaskTarget | null;
   panel: PanelKind;
   /** Bumped when the canvas should fit the view (a workflow was opened, nodes were arranged). */
   fitRequest: number;
@@ -47,6 +56,8 @@ export interface UiSlice {
   closeLightbox(): void;
   openDialog(dialog: DialogKind): void;
   closeDialog(): void;
+  openMaskPainter(target: MaskTarget): void;
+  closeMaskPainter(): void;
   showPanel(panel: PanelKind): void;
   requestFit(): void;
 }
@@ -58,6 +69,7 @@ export const createUiSlice: Slice<UiSlice> = (set, get) => {
     search: null,
     lightbox: null,
     dialog: null,
+    maskPainter: null,
     panel: "gallery",
     fitRequest: 0,
 
@@ -73,6 +85,8 @@ export const createUiSlice: Slice<UiSlice> = (set, get) => {
     closeLightbox: () => set({ lightbox: null }),
     openDialog: (dialog) => set({ dialog }),
     closeDialog: () => set({ dialog: null }),
+    openMaskPainter: (maskPainter) => set({ maskPainter, search: null }),
+    closeMaskPainter: () => set({ maskPainter: null }),
     showPanel: (panel) => set({ panel }),
     requestFit: () => set((s) => ({ fitRequest: s.fitRequest + 1 })),
   };
