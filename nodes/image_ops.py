@@ -275,14 +275,18 @@ class ImageCrop(Node):
     Outputs: ClassVar[type[NodeOutputs]] = ImageOutputs
 
     def run(self, ctx: RunContext) -> ImageOutputs:
-        image = check_image(self.image)
-        _, height, width, _ = image.shape
-        for name, value, side in (("x", self.x, width), ("y", self.y, height)):
-            if value >= side:
-                raise ValueError(f"input {name!r} is {value}, outside the {width}x{height} image "
-                                 f"(at most {side - 1})")
-        cropped = image[:, self.y:self.y + self.height, self.x:self.x + self.width]
-        return ImageOutputs(image=cropped.contiguous())
+        return ImageOutputs(image=crop_rectangle(check_image(self.image), self.x, self.y, self.width, self.height,
+                                                 "image"))
+
+
+def crop_rectangle(batch: Any, x: int, y: int, width: int, height: int, what: str) -> Any:
+    """width x height from the corner (x, y) of every item of a [B, H, W, ...] batch, cut at the
+    right and bottom edges; a corner outside refused, naming the input."""
+    _, rows, columns = batch.shape[:3]
+    for name, value, side in (("x", x, columns), ("y", y, rows)):
+        if value >= side:
+            raise ValueError(f"input {name!r} is {value}, outside the {columns}x{rows} {what} (at most {side - 1})")
+    return batch[:, y:y + height, x:x + width].contiguous()
 
 
 @node("image_flip", category=CATEGORY, title="Flip image")

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
-from latentgraph.nodes.image_ops import MAX_SIDE, batch_size, check_image, check_mask, repeat_to, require_size, size_problems
+from latentgraph.nodes.image_ops import (MAX_SIDE, batch_size, check_image, check_mask, crop_rectangle, repeat_to,
+                                          require_size, size_problems)
 from latentgraph.nodes.services import services_of
 
 CATEGORY = "mask"
@@ -132,12 +133,7 @@ class CropMask(Node):
     Outputs: ClassVar[type[NodeOutputs]] = MaskOutputs
 
     def run(self, ctx: RunContext) -> MaskOutputs:
-        mask = check_mask(self.mask)
-        _, height, width = mask.shape
-        for name, value, side in (("x", self.x, width), ("y", self.y, height)):
-            if value >= side:
-                raise ValueError(f"input {name!r} is {value}, outside the {width}x{height} mask (at most {side - 1})")
-        return MaskOutputs(mask=mask[:, self.y:self.y + self.height, self.x:self.x + self.width].contiguous())
+        return MaskOutputs(mask=crop_rectangle(check_mask(self.mask), self.x, self.y, self.width, self.height, "mask"))
 
 
 @node("grow_mask", category=CATEGORY, title="Grow or shrink mask")
