@@ -800,6 +800,8 @@ def build_attention_lora(path: Path, unet: Any, text_encoder: Any, rank: int = 3
 def measure_lora(spec: dict[str, Any]) -> dict[str, Any]:
     """LoRA on the SD1.5-size model: what a strength change costs against a txt2img run, and the
     peak memory of runs with and without the LoRA (see print_lora_tables)."""
+    import dataclasses
+
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -837,10 +839,9 @@ def measure_lora(spec: dict[str, Any]) -> dict[str, Any]:
         return time.perf_counter() - started, result
 
     run(base_doc, steps=1)  # loads the checkpoint and encodes the prompts
-    model = executor.run(txt2img_settings(base_doc, size, 1, 0), outputs=["checkpoint"]).values["checkpoint"]["model"]
-    touched = build_attention_lora(work / "models" / "loras" / "attention.safetensors", model.unet,
-                                   executor.run(txt2img_settings(base_doc, size, 1, 0), outputs=["checkpoint"])
-                                   .values["checkpoint"]["clip"].model)
+    loaded = executor.run(txt2img_settings(base_doc, size, 1, 0), outputs=["checkpoint"]).values["checkpoint"]
+    model = loaded["model"]
+    touched = build_attention_lora(work / "models" / "loras" / "attention.safetensors", model.unet, loaded["clip"].model)
     gc.collect()
     rss_loaded = (_status_kb("VmRSS") or 0) / 1024
     results: dict[str, Any] = {"touched": touched, "rss_loaded_mb": rss_loaded, "size": size, "steps": steps}
@@ -851,7 +852,6 @@ def measure_lora(spec: dict[str, Any]) -> dict[str, Any]:
     with PeakRSS() as peak:
         results["lora_run_s"], _ = run(lora_doc, 1.0)  # the first application included
     results["lora_peak_mb"] = peak.mb
-    started = time.perf_counter()
     _, switched = run(lora_doc, 0.5, steps=1)
     results["switch_graph_executed"] = sorted(switched.executed)
 
@@ -863,7 +863,7 @@ def measure_lora(spec: dict[str, Any]) -> dict[str, Any]:
         times = []
         with PeakRSS() as peak:
             for strength in (0.8, 0.6, 0.4):
-                handle = model.with_patches(type(patch)(patch.target, patch.deltas, strength, patch.identity, patch.name))
+                handle = model.with_patches(dataclasses.replace(patch, strength=strength))
                 started = time.perf_counter()
                 with handle.patched():
                     pass
@@ -884,7 +884,7 @@ def measure_lora(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_lora_tables(row: dict[str, Any]) -> None:
-    base, lora = row["rss_loaded_mb"], row["rss_loaded_mb"]
+    base = row["rss_loaded_mb"]
     print(f"\nLoRA on the SD1.5-size model (kohya's default targets: transformer linears and proj_in/out; rank 32; touching {row['touched']:.0%} of the "
           f"U-Net's weights; txt2img {row['size']}x{row['size']}, {row['steps']} steps):\n")
     print("| measurement | time | ratio | peak memory (process) | ratio |")
@@ -892,7 +892,7 @@ def print_lora_tables(row: dict[str, Any]) -> None:
     run_s = row["base_run_s"]
     base_peak = base + (row["base_peak_mb"] or 0)
     print(f"| txt2img, no LoRA | {fmt_s(run_s)} | 1.00 | {fmt_mb(base_peak)} | 1.00 |")
-    lora_peak = lora + (row["lora_peak_mb"] or 0)
+    lora_peak = base + (row["lora_peak_mb"] or 0)
     print(f"| txt2img, LoRA applied (first application included) | {fmt_s(row['lora_run_s'])} | "
           f"{row['lora_run_s'] / run_s:.2f} | {fmt_mb(lora_peak)} | **{lora_peak / base_peak:.3f}** |")
     for key, label in (("switch_file", "strength change, base weights read back from the file (ours)"),
@@ -965,6 +965,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="latentgraph-bench-sd-") as scratch:
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.omp_passive else None
         common = {"size": args.size, "steps": args.steps, "threads": args.threads, "workdir": scratch}
+
+        def built(name: str, builder: str) -> Path:
+            """The random-weight checkpoint `name` in --weights-dir (else the scratch folder), built
+            by the `builder` worker the first time."""
+            folder = args.weights_dir or Path(scratch)
+            folder.mkdir(parents=True, exist_ok=True)
+            checkpoint = (folder / name).resolve()
+            if not checkpoint.exists():
+                run_worker({**common, "model": builder, "checkpoint": str(checkpoint)}, env)
+            return checkpoint
+
         started = time.perf_counter()
         load_before = os.getloadavg()
         results = []
@@ -972,20 +983,12 @@ def main() -> None:
             results.append(run_worker({**common, "model": "tiny", "checkpoint": None, "repeat": args.repeat,
                                        "runs": args.repeat}, env))
         if not (args.quick or args.skip_sd15):
-            folder = args.weights_dir or Path(scratch)
-            folder.mkdir(parents=True, exist_ok=True)
-            checkpoint = (folder / SD15_FILE).resolve()
-            if not checkpoint.exists():
-                run_worker({**common, "model": "build", "checkpoint": str(checkpoint)}, env)
+            checkpoint = built(SD15_FILE, "build")
             results.append(run_worker({**common, "model": "sd15", "checkpoint": str(checkpoint),
                                        "repeat": args.sd_repeat, "runs": args.sd_runs}, env))
         sdxl_results = []
         if args.sdxl:
-            folder = args.weights_dir or Path(scratch)
-            folder.mkdir(parents=True, exist_ok=True)
-            checkpoint = (folder / SDXL_FILE).resolve()
-            if not checkpoint.exists():
-                run_worker({**common, "model": "build_sdxl", "checkpoint": str(checkpoint)}, env)
+            checkpoint = built(SDXL_FILE, "build_sdxl")
             for precision in ("fp32", "bf16"):
                 if args.sdxl_precision in (precision, "both"):
                     sdxl_results.append(run_worker({
@@ -994,11 +997,7 @@ def main() -> None:
                         "warmup_steps": 1, "repeat": args.sd_repeat, "runs": args.sd_runs}, env))
         lora_result = None
         if args.lora:
-            folder = args.weights_dir or Path(scratch)
-            folder.mkdir(parents=True, exist_ok=True)
-            checkpoint = (folder / SD15_FILE).resolve()
-            if not checkpoint.exists():
-                run_worker({**common, "model": "build", "checkpoint": str(checkpoint)}, env)
+            checkpoint = built(SD15_FILE, "build")
             lora_result = run_worker({**common, "model": "lora", "checkpoint": str(checkpoint),
                                       "size": args.lora_size}, env)
         load_after = os.getloadavg()

@@ -8,6 +8,7 @@ from typing import Any
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
+from latentgraph.nodes.folders import file_identity
 from latentgraph.nodes.services import services_of
 
 
@@ -32,10 +33,6 @@ def _embedding_file(folders: Any, name: str) -> Path:
     have = f"embeddings available: {shown}" if available else "there are no embeddings in that folder"
     raise EmbeddingNotFound(f"no embedding named {name!r} (looked for {', '.join(candidates)} in {searched}); {have}")
 
-
-def _file_identity(path: Path) -> list[Any]:
-    stat = path.stat()
-    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 @node("clip_text_encode", category="conditioning", title="Encode prompt")
@@ -90,11 +87,11 @@ class ClipTextEncode(Node):
             files = []
             for name in embedding_names(text):
                 try:
-                    files.append(_file_identity(_embedding_file(folders, name)))
+                    files.append(file_identity(_embedding_file(folders, name)))
                 except EmbeddingNotFound:
                     files.append([name, None])
             return {"embeddings": files}
-        return {"embeddings": [_file_identity(folders.model_path("embeddings", name))
+        return {"embeddings": [file_identity(folders.model_path("embeddings", name))
                                for name in folders.list_models("embeddings")]}
 
     def run(self, ctx: RunContext) -> Outputs:
@@ -108,7 +105,7 @@ class ClipTextEncode(Node):
 
         def find_embedding(name: str) -> Any:
             path = _embedding_file(services.folders, name)
-            key = ("embedding", *_file_identity(path), name)  # the name too: messages quote it
+            key = ("embedding", *file_identity(path).values(), name)  # the name too: messages quote it
             return services.models.get_or_load(
                 key, lambda: load_embedding(path, name, allow_pickle=services.allow_pickle))
 

@@ -3,11 +3,11 @@ the ControlNet travels with the conditioning to the sampler)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
+from latentgraph.nodes.folders import file_identity
 from latentgraph.nodes.services import services_of
 
 
@@ -15,13 +15,9 @@ def _controlnet_choices(services: Any) -> list[str]:
     return services_of(services).folders.list_models("controlnet")
 
 
-def _file_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
 
 def _fingerprint(literal_inputs: dict[str, Any], services: Any) -> Any:
-    return _file_identity(services_of(services).folders.model_path("controlnet", literal_inputs["controlnet_name"]))
+    return file_identity(services_of(services).folders.model_path("controlnet", literal_inputs["controlnet_name"]))
 
 
 def _load(ctx: RunContext, name: str, base: Any = None) -> Any:
@@ -34,8 +30,7 @@ def _load(ctx: RunContext, name: str, base: Any = None) -> Any:
     services = services_of(ctx)
     path = services.folders.model_path("controlnet", name)
     placement = services.placement
-    identity = _file_identity(path)
-    key: tuple = ("controlnet", identity["path"], identity["size"], identity["mtime_ns"], placement.key())
+    key: tuple = ("controlnet", *file_identity(path).values(), placement.key())
 
     def load(base_unet: Any = None) -> Any:
         return load_controlnet(path, placement.device, placement.unet_dtype, allow_pickle=services.allow_pickle,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from latentgraph.engine.jsonsafe import text_problem
 
@@ -25,6 +26,13 @@ KIND_ALIASES: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
 }
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """What tells a file's contents apart for the caches: its path, size and modification time (a
+    node's fingerprint; `tuple(...values())` keys the model cache)."""
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
 
 class UnsafeName(ValueError):
     """A user-given name that would reach outside its folder, or is not a plain relative path."""

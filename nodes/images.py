@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
-from latentgraph.nodes.folders import check_within, resolve_inside
+from latentgraph.nodes.folders import check_within, file_identity, resolve_inside
 from latentgraph.nodes.sd.limits import require_within
 from latentgraph.nodes.services import services_of
 
@@ -107,9 +107,7 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        path = services_of(services).folders.input_path(literal_inputs["image"])
-        stat = path.stat()
-        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return file_identity(services_of(services).folders.input_path(literal_inputs["image"]))
 
     def run(self, ctx: RunContext) -> Outputs:
         import numpy as np

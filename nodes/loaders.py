@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
+from latentgraph.nodes.folders import file_identity
 from latentgraph.nodes.services import services_of
 
-
-def _file_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _checkpoint_choices(services: Any) -> list[str]:
@@ -43,7 +39,7 @@ class CheckpointLoader(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        return _file_identity(services_of(services).folders.model_path("checkpoints", literal_inputs["checkpoint"]))
+        return file_identity(services_of(services).folders.model_path("checkpoints", literal_inputs["checkpoint"]))
 
     def run(self, ctx: RunContext) -> Outputs:
         from dataclasses import replace
@@ -57,8 +53,7 @@ class CheckpointLoader(Node):
         services = services_of(ctx)
         path = services.folders.model_path("checkpoints", self.checkpoint)
         placement = services.placement
-        identity = _file_identity(path)
-        key = ("checkpoint", identity["path"], identity["size"], identity["mtime_ns"], placement.key())
+        key = ("checkpoint", *file_identity(path).values(), placement.key())
 
         def load() -> Any:
             return load_checkpoint(path, placement.device, placement.unet_dtype, allow_pickle=services.allow_pickle,
@@ -110,7 +105,7 @@ class VaeLoader(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        return _file_identity(services_of(services).folders.model_path("vae", literal_inputs["vae_name"]))
+        return file_identity(services_of(services).folders.model_path("vae", literal_inputs["vae_name"]))
 
     def run(self, ctx: RunContext) -> Outputs:
         from latentgraph.nodes.sd.checkpoint import load_vae
@@ -120,8 +115,7 @@ class VaeLoader(Node):
         services = services_of(ctx)
         path = services.folders.model_path("vae", self.vae_name)
         placement = services.placement
-        identity = _file_identity(path)
-        key = ("vae", identity["path"], identity["size"], identity["mtime_ns"], placement.key(), self.latent_space)
+        key = ("vae", *file_identity(path).values(), placement.key(), self.latent_space)
         scaling = family_named(self.latent_space).latent.scaling_factor
         vae = services.models.get_or_load(
             key, lambda: load_vae(path, placement.device, placement.vae_dtype, allow_pickle=services.allow_pickle,
@@ -141,8 +135,7 @@ def _apply_lora(ctx: RunContext, name: str, model: Any, clip: Any, strength_mode
 
     services = services_of(ctx)
     path = services.folders.model_path("loras", name)
-    identity = _file_identity(path)
-    lora = services.models.get_or_load(("lora", identity["path"], identity["size"], identity["mtime_ns"]),
+    lora = services.models.get_or_load(("lora", *file_identity(path).values()),
                                        lambda: read_lora(path, allow_pickle=services.allow_pickle))
     if clip is not None and clip.spec.name != model.spec.name:
         raise ValueError(f"the model is {model.spec.label} ({model.source}) but the text encoder is "
@@ -183,7 +176,7 @@ class LoraLoader(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        return _file_identity(services_of(services).folders.model_path("loras", literal_inputs["lora_name"]))
+        return file_identity(services_of(services).folders.model_path("loras", literal_inputs["lora_name"]))
 
     def run(self, ctx: RunContext) -> Outputs:
         model, clip = _apply_lora(ctx, self.lora_name, self.model, self.clip, self.strength_model, self.strength_clip)
@@ -204,7 +197,7 @@ class LoraLoaderModelOnly(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        return _file_identity(services_of(services).folders.model_path("loras", literal_inputs["lora_name"]))
+        return file_identity(services_of(services).folders.model_path("loras", literal_inputs["lora_name"]))
 
     def run(self, ctx: RunContext) -> Outputs:
         model, _ = _apply_lora(ctx, self.lora_name, self.model, None, self.strength_model, 0.0)

@@ -3,11 +3,11 @@ images with it, tile by tile (the model code is nodes.sd.upscale)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
+from latentgraph.nodes.folders import file_identity
 from latentgraph.nodes.sd.limits import require_within
 from latentgraph.nodes.services import services_of
 
@@ -22,10 +22,6 @@ DEFAULT_TILE_MEMORY = 2 << 30
 def _choices(services: Any) -> list[str]:
     return services_of(services).folders.list_models(KIND)
 
-
-def _file_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 @node("upscale_model_loader", category="loaders", title="Load upscale model")
@@ -45,7 +41,7 @@ class UpscaleModelLoader(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        return _file_identity(services_of(services).folders.model_path(KIND, literal_inputs["model_name"]))
+        return file_identity(services_of(services).folders.model_path(KIND, literal_inputs["model_name"]))
 
     def run(self, ctx: RunContext) -> Outputs:
         from latentgraph.nodes.sd.upscale import load_upscale_model
@@ -53,8 +49,7 @@ class UpscaleModelLoader(Node):
         services = services_of(ctx)
         path = services.folders.model_path(KIND, self.model_name)
         placement = services.placement
-        identity = _file_identity(path)
-        key = ("upscale_model", identity["path"], identity["size"], identity["mtime_ns"], str(placement.device),
+        key = ("upscale_model", *file_identity(path).values(), str(placement.device),
                str(placement.unet_dtype))
 
         def load() -> Any:

@@ -51,6 +51,7 @@ _TOP = {
 }
 
 
+@lru_cache(maxsize=16)
 def _block_prefixes(config: UNetConfig) -> dict[str, tuple[str, str]]:
     """LDM layer prefix ("input_blocks.4.1") -> (diffusers prefix, kind: resnet | attention | plain)."""
     per_level = config.num_res_blocks + 1
