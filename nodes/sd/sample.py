@@ -34,7 +34,7 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
     concats: dict = {}  # by the prompt's InpaintImage (None: the latent's own), computed once
 
     def concat_for(e) -> torch.Tensor | None:
-        if not model.inpainting:  # nothing to add
+        if model.unet.config.in_channels == model.latent_channels:  # not an inpainting U-Net: nothing to add
             return None
         if latent is None:
             raise ValueError(f"{model.source} is an inpainting model: it needs the latent it samples")
