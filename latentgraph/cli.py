@@ -1,4 +1,4 @@
-"""The `latentgraph` command: run, validate, serve, list nodes, print the workflow schema.
+"""The `latentgraph` command: run, validate, import, serve, list nodes, print the workflow schema.
 
 Exit codes: 0 success, 1 validation or run failure, 2 usage (bad arguments, unreadable file).
 """
@@ -287,6 +287,42 @@ def command_validate(args: argparse.Namespace, reg: NodeRegistry) -> int:
     return EXIT_OK if graph is not None else EXIT_FAILED
 
 
+def command_import(args: argparse.Namespace, reg: NodeRegistry) -> int:
+    """Convert a ComfyUI workflow (UI or API format, JSON or PNG) and print what could not be carried
+    over. Exit 0 when every node mapped (missing files are reported), 1 when some did not (the
+    partial workflow is still written), 2 when the file is not a workflow at all."""
+    from latentgraph.nodes.comfyui import ComfyImportError, import_document
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file!r}: {exc.strerror or exc}") from None
+    try:
+        result = import_document(data, registry=reg, services=_services(args))
+    except ComfyImportError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    text = json.dumps(result.workflow, indent=2, ensure_ascii=False) + "\n"
+    report = result.report
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
+    else:
+        sys.stdout.write(text)
+    stream = sys.stdout if args.output else sys.stderr
+    if args.json:
+        stream.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        nodes = len(result.workflow["nodes"])
+        where = f" to {args.output}" if args.output else ""
+        stream.write(f"{args.file}: {report.format} workflow, {nodes - len(report.unmapped)} of {nodes} nodes converted{where}"
+                     f"{'' if report.ok else f'; {len(report.unmapped)} could not be mapped'}\n")
+        for line in report.lines():
+            stream.write(f"  {line}\n")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def command_nodes(args: argparse.Namespace, reg: NodeRegistry) -> int:
     catalog = reg.catalog()
     if args.type:
@@ -377,6 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_folder_options(validate)
     add_limit_options(validate)
     validate.set_defaults(handler=command_validate)
+
+    import_ = sub.add_parser("import", help="convert a ComfyUI workflow (.json or .png) and report what did not map",
+                             description="Convert a ComfyUI workflow (UI or API format, or a PNG carrying one) to a "
+                                         "Latentgraph workflow. Exit 0 when every node mapped (missing model or "
+                                         "image files are reported), 1 when some did not (the partial workflow is "
+                                         "still written), 2 when the file is not a workflow.")
+    import_.add_argument("file", help="ComfyUI workflow .json or .png")
+    import_.add_argument("-o", "--output", metavar="OUT.json", help="write the workflow here (default: standard output, "
+                                                                    "with the report on standard error)")
+    import_.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_folder_options(import_)
+    add_limit_options(import_)
+    import_.set_defaults(handler=command_import)
 
     nodes_ = sub.add_parser("nodes", help="print the node catalog as JSON")
     nodes_.add_argument("--type", action="append", metavar="TYPE", help="only these node types")

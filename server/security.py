@@ -36,7 +36,7 @@ from latentgraph.server.config import ServerConfig, is_loopback
 from latentgraph.server.errors import ApiError
 
 TOKEN_COOKIE = "latentgraph_token"
-UPLOAD_PATHS = ("/api/images", "/api/images/mask")
+UPLOAD_PATHS = ("/api/images", "/api/images/mask", "/api/workflows/import")
 OPEN_PATHS = ("/api/health",)
 MULTIPART_SLACK = 64 << 10  # form boundaries and headers around an uploaded file
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")

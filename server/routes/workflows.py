@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from latentgraph.engine.workflow import WorkflowFormatError
 from latentgraph.nodes.folders import UnsafeName
@@ -32,6 +32,29 @@ def _checked(name: str) -> str:
 def list_workflows(state: ServerState = Depends(get_state)) -> WorkflowList:
     """The user's workflows, then the bundled ones; `title` and `description` come from `meta`."""
     return WorkflowList(workflows=[_info(e) for e in state.workflows.list()])
+
+
+@router.post("/import", summary="Convert a ComfyUI workflow (JSON or PNG)",
+             responses={200: {"description": "{workflow, report}: the converted workflow and what did not carry over"}})
+async def import_workflow(request: Request, state: ServerState = Depends(get_state)) -> dict[str, Any]:
+    """The body is the file as it is: a ComfyUI UI-format or API-format workflow (JSON), a PNG
+    carrying one, or a Latentgraph workflow (returned as it is). Answers 200 with the converted
+    workflow and the import report, also when some nodes could not be mapped (`report.ok` is false
+    and the report names them); 400 when the body is no workflow at all."""
+    from starlette.concurrency import run_in_threadpool
+
+    from latentgraph.nodes.comfyui import ComfyImportError, import_document
+
+    data = await request.body()
+    if len(data) > state.config.max_upload_bytes:
+        raise ApiError(413, "too_large", f"the file is {len(data):,} bytes; at most {state.config.max_upload_bytes:,} "
+                                         "are accepted")
+    try:
+        result = await run_in_threadpool(import_document, data, registry=state.registry,
+                                         services=state.executor.services)
+    except ComfyImportError as exc:
+        raise ApiError(400, "not_a_workflow", str(exc)) from None
+    return {"workflow": result.workflow, "report": result.report.to_dict()}
 
 
 @router.get("/{name:path}", summary="One workflow document",
