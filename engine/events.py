@@ -5,6 +5,8 @@ Every event has a type, a run id, a wall-clock timestamp (seconds since the epoc
 | type           | data                                                                    |
 |----------------|-------------------------------------------------------------------------|
 | run_started    | nodes: all nodes of the plan; to_run; cached; outputs (requested sinks)  |
+|                | disabled, only when a node's mode keeps it from running: node → why,    |
+|                | "bypassed", "muted" or "needs muted node 'x'"                           |
 | node_started   | node, node_type                                                         |
 | node_progress  | node, step, total, preview (optional, an object with a `to_jpeg()`...)  |
 | node_cached    | node, node_type                                                         |

@@ -106,7 +106,8 @@ class RunResult:
     errors: list[NodeFailure] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # not run because a node upstream failed
+    disabled: dict[str, str] = field(default_factory=dict)  # not run because of a mode: node → why (see Graph)
 
     @property
     def ok(self) -> bool:
@@ -201,14 +202,17 @@ class Executor:
 
         plan = self.plan(graph, run_id)
         nodes = graph.nodes
-        result = RunResult(run_id, "succeeded", 0.0)
+        result = RunResult(run_id, "succeeded", 0.0, disabled=dict(graph.disabled))
         will_run = set(plan.to_run)
-        publish("run_started", {
+        started_data: dict[str, Any] = {
             "outputs": list(graph.outputs),
             "nodes": [n for n in plan.order if n in plan.cached or n in will_run],
             "to_run": list(plan.to_run),
             "cached": list(plan.cached),
-        })
+        }
+        if graph.disabled:
+            started_data["disabled"] = dict(graph.disabled)
+        publish("run_started", started_data)
 
         values: dict[str, dict[str, Any]] = {}
         for node_id, entry in plan.cached.items():

@@ -11,12 +11,29 @@
 
 An input is either a literal value or a link: an object with exactly the keys "node" and "output".
 `ui` (layout) and `meta` (name, description) never change a result.
+
+A node may carry a `mode` (absent: it runs normally); engine.graph.resolve_modes applies it before
+validation:
+
+- `"bypass"`: the node does not run; whatever reads one of its outputs gets instead the value of
+  the node's first input (in the node type's declaration order) whose port type equals that
+  output's, a link or a literal, as if the reader were wired to it directly (so results and cache
+  signatures are those of the workflow written without the node). Only inputs set in the workflow
+  count; an input of port ANY (or an output of port ANY) matches only when no input matches
+  exactly. Chains of bypassed nodes pass through transitively. A read output that nothing can pass
+  through to is a validation error naming the node, the output and its port type.
+- `"mute"`: the node does not run, nor does any node that needs it through a required input
+  (transitively); an optional input linked to a node that does not run is left unset.
+
+Bypassed and muted nodes are not validated (a muted image loader whose file is gone does not fail
+the run). The run's result and its `run_started` event list every node that did not run because of
+a mode, with the reason ("bypassed", "muted", "needs muted node 'x'").
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -45,6 +62,12 @@ class NodeSpec(BaseModel):
         description="input name → literal value, or a link {\"node\": id, \"output\": name}",
     )
     title: str | None = Field(default=None, description="display title; never changes a result")
+    mode: Literal["bypass", "mute"] | None = Field(
+        default=None,
+        description="absent: the node runs. 'bypass': it does not run, and each of its outputs passes on "
+                    "the value of its first input of the same port type. 'mute': it does not run, nor does "
+                    "any node that needs it through a required input (optional inputs linked to it are left unset)",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -159,7 +182,20 @@ def parse_workflow(source: str | bytes | dict[str, Any] | Workflow) -> Workflow:
         return Workflow.model_validate(document)
     except PydanticValidationError as exc:
         problems = []
+        locations: list[tuple[str | None, str | None]] = []
         for err in exc.errors():
-            path = ".".join(str(p) for p in err["loc"])
+            loc = err["loc"]
+            path = ".".join(str(p) for p in loc)
+            if len(loc) == 3 and loc[0] == "nodes" and loc[2] == "mode":
+                problems.append((path, "invalid_mode", f"node {loc[1]!r}: unknown mode {_short(err['input'])}; "
+                                                       f"a node's mode is 'bypass', 'mute' or absent (it runs)"))
+                locations.append((str(loc[1]), None))
+                continue
             problems.append((path, "invalid_workflow", f"{path or 'workflow'}: {err['msg']}"))
-        raise WorkflowFormatError(problems) from None
+            locations.append((None, None))
+        raise WorkflowFormatError(problems, locations) from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
