@@ -145,8 +145,28 @@ def _print_issues(issues: Sequence[Any], stream: TextIO) -> None:
         stream.write(f"  [{issue.code}] {issue.message}\n")
 
 
+def _comfyui_document(document: Any, path: str, reg: NodeRegistry, args: argparse.Namespace) -> Any:
+    """A ComfyUI workflow (UI or API format) converted to ours, its import report on stderr; anything
+    else as it is. None when some node could not be mapped (the report says which)."""
+    from latentgraph.nodes.comfyui import ComfyImportError, detect_format, import_document
+
+    try:
+        if detect_format(document) == "latentgraph":
+            return document
+        result = import_document(document, registry=reg, services=_services(args))
+    except ComfyImportError:
+        return document
+    for line in result.report.lines():
+        sys.stderr.write(f"{path}: import: {line}\n")
+    return result.workflow if result.report.ok else None
+
+
 def command_run(args: argparse.Namespace, reg: NodeRegistry) -> int:
-    document = _read_workflow(args.workflow)
+    document = _comfyui_document(_read_workflow(args.workflow), args.workflow, reg, args)
+    if document is None:
+        sys.stderr.write(f"{args.workflow}: a ComfyUI workflow with nodes Latentgraph cannot map; see "
+                         "`latentgraph import` for the converted rest\n")
+        return EXIT_FAILED
     if not isinstance(document, dict) or not isinstance(document.get("nodes"), dict):
         _, issues = find_issues(document, reg, args.output or None)
         _print_issues(issues, sys.stderr)
@@ -301,6 +321,8 @@ def command_import(args: argparse.Namespace, reg: NodeRegistry) -> int:
         result = import_document(data, registry=reg, services=_services(args))
     except ComfyImportError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
+    if result.report.format != "latentgraph" and result.workflow["meta"].get("name") == "Imported from ComfyUI":
+        result.workflow["meta"]["name"] = Path(args.file).stem
     text = json.dumps(result.workflow, indent=2, ensure_ascii=False) + "\n"
     report = result.report
     if args.output:
@@ -388,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentgraph", description="Latentgraph: a node-graph engine for Stable Diffusion.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a workflow JSON file")
-    run.add_argument("workflow", help="path to a workflow .json file")
+    run = sub.add_parser("run", help="run a workflow JSON file (ours, or ComfyUI's UI or API format)")
+    run.add_argument("workflow", help="path to a workflow .json file; a ComfyUI one is converted first (see import)")
     run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override an input (JSON value; STRING inputs take the text as is); repeatable")
     run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
