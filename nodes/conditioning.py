@@ -34,6 +34,73 @@ def _embedding_file(folders: Any, name: str) -> Path:
     raise EmbeddingNotFound(f"no embedding named {name!r} (looked for {', '.join(candidates)} in {searched}); {have}")
 
 
+def _check_embeddings(inputs: dict[str, Any], services: Any, fields: tuple[str, ...]) -> Iterator[tuple[str | None, str]]:
+    """Every embedding the literal prompts in `fields` name exists (linked ones are checked when
+    the node runs)."""
+    if services is None:
+        return
+    from latentgraph.nodes.sd.embeddings import EmbeddingNotFound
+    from latentgraph.nodes.sd.prompt import embedding_names
+
+    folders = services_of(services).folders
+    for field in fields:
+        text = inputs.get(field)
+        if not isinstance(text, str) or "embedding:" not in text:
+            continue
+        for name in embedding_names(text):
+            try:
+                _embedding_file(folders, name)
+            except EmbeddingNotFound as error:
+                yield field, str(error)
+
+
+def _embeddings_fingerprint(literal_inputs: dict[str, Any], services: Any, fields: tuple[str, ...]) -> Any:
+    """The files of the embeddings the prompts in `fields` name (so an edited file encodes again);
+    when a prompt is linked, and so not known yet, every file in the embeddings folders."""
+    folders = services_of(services).folders
+    texts = [literal_inputs.get(field) for field in fields]
+    if not all(isinstance(text, str) for text in texts):
+        return {"embeddings": [file_identity(folders.model_path("embeddings", name))
+                               for name in folders.list_models("embeddings")]}
+    if not any("embedding:" in text for text in texts):
+        return None
+    from latentgraph.nodes.sd.embeddings import EmbeddingNotFound
+    from latentgraph.nodes.sd.prompt import embedding_names
+
+    files = []
+    for name in dict.fromkeys(name for text in texts for name in embedding_names(text)):
+        try:
+            files.append(file_identity(_embedding_file(folders, name)))
+        except EmbeddingNotFound:
+            files.append([name, None])
+    return {"embeddings": files}
+
+
+def _encode(ctx: RunContext, clip: Any, text: Any, clip_skip: int) -> Any:
+    """`text` (a prompt, or a mapping encoder name -> prompt) encoded by `clip` as one-entry
+    conditioning: at layer `clip_skip` from the end when it is > 0, else the one the text encoder
+    handle says (clip_set_last_layer), else the family's own."""
+    import torch
+
+    from latentgraph.nodes.sd.embeddings import load_embedding
+    from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry
+    from latentgraph.nodes.sd.prompt import encode_text
+
+    services = services_of(ctx)
+
+    def find_embedding(name: str) -> Any:
+        path = _embedding_file(services.folders, name)
+        key = ("embedding", *file_identity(path).values(), name)  # the name too: messages quote it
+        return services.models.get_or_load(
+            key, lambda: load_embedding(path, name, allow_pickle=services.allow_pickle))
+
+    layer = clip_skip or getattr(clip, "clip_skip", None) or None
+    with torch.inference_mode(), clip.patched() as encoders:
+        embedding, pooled = encode_text(encoders, clip.spec, text, layer, embeddings=find_embedding)
+    entry = ConditioningEntry(embedding.float().cpu(), pooled.float().cpu() if pooled is not None else None)
+    return Conditioning((entry,))
+
+
 
 @node("clip_text_encode", category="conditioning", title="Encode prompt")
 class ClipTextEncode(Node):
@@ -48,10 +115,11 @@ class ClipTextEncode(Node):
 
     clip: Any = Input(port=ports.CLIP, description="text encoder from a checkpoint")
     text: str = Input("", multiline=True, description="the prompt")
-    clip_skip: int = Input(0, ge=0, le=12, description="text encoder layer, counted from the end: 0 the one the "
-                                                          "family was trained with (SD1.x: the last; SD2.x and SDXL: "
-                                                          "the one before it); 1 the last; 2 the one before it "
-                                                          "(some SD1.x anime models)...")
+    clip_skip: int = Input(0, ge=0, le=12, description="text encoder layer, counted from the end: 0 the one "
+                                                          "Set CLIP last layer chose, else the one the family was "
+                                                          "trained with (SD1.x: the last; SD2.x and SDXL: the one "
+                                                          "before it); 1 the last; 2 the one before it (some SD1.x "
+                                                          "anime models)...")
 
     class Outputs(NodeOutputs):
         conditioning: Any = Output(port=ports.CONDITIONING, description="the encoded prompt")
@@ -59,61 +127,107 @@ class ClipTextEncode(Node):
     @classmethod
     def check_inputs(cls, inputs: dict[str, Any], services: Any = None) -> Iterator[tuple[str | None, str]]:
         """Every embedding a literal prompt names exists (a linked prompt is checked when it runs)."""
-        text = inputs.get("text")
-        if services is None or not isinstance(text, str) or "embedding:" not in text:
-            return
-        from latentgraph.nodes.sd.embeddings import EmbeddingNotFound
-        from latentgraph.nodes.sd.prompt import embedding_names
-
-        folders = services_of(services).folders
-        for name in embedding_names(text):
-            try:
-                _embedding_file(folders, name)
-            except EmbeddingNotFound as error:
-                yield "text", str(error)
+        return _check_embeddings(inputs, services, ("text",))
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
         """The files of the embeddings the prompt names (so an edited file encodes again); for a
         linked prompt, which is not known yet, every file in the embeddings folders."""
-        folders = services_of(services).folders
-        text = literal_inputs.get("text")
-        if isinstance(text, str):
-            if "embedding:" not in text:
-                return None
-            from latentgraph.nodes.sd.embeddings import EmbeddingNotFound
-            from latentgraph.nodes.sd.prompt import embedding_names
-
-            files = []
-            for name in embedding_names(text):
-                try:
-                    files.append(file_identity(_embedding_file(folders, name)))
-                except EmbeddingNotFound:
-                    files.append([name, None])
-            return {"embeddings": files}
-        return {"embeddings": [file_identity(folders.model_path("embeddings", name))
-                               for name in folders.list_models("embeddings")]}
+        return _embeddings_fingerprint(literal_inputs, services, ("text",))
 
     def run(self, ctx: RunContext) -> Outputs:
-        import torch
+        return self.Outputs(conditioning=_encode(ctx, self.clip, self.text, self.clip_skip))
 
-        from latentgraph.nodes.sd.embeddings import load_embedding
-        from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry
-        from latentgraph.nodes.sd.prompt import encode_text
 
-        services = services_of(ctx)
+def _layer_counts(clip: Any) -> dict[str, int]:
+    """Layers of each text encoder of a CLIP handle, by name (those whose depth is known)."""
+    counts = {}
+    for name, encoder in clip.encoders.items():
+        layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+        if isinstance(layers, int):
+            counts[name] = layers
+    return counts
 
-        def find_embedding(name: str) -> Any:
-            path = _embedding_file(services.folders, name)
-            key = ("embedding", *file_identity(path).values(), name)  # the name too: messages quote it
-            return services.models.get_or_load(
-                key, lambda: load_embedding(path, name, allow_pickle=services.allow_pickle))
 
-        with torch.inference_mode(), self.clip.patched() as encoders:
-            embedding, pooled = encode_text(encoders, self.clip.spec, self.text, self.clip_skip or None,
-                                            embeddings=find_embedding)
-        entry = ConditioningEntry(embedding.float().cpu(), pooled.float().cpu() if pooled is not None else None)
-        return self.Outputs(conditioning=Conditioning((entry,)))
+@node("clip_set_last_layer", category="conditioning", title="Set CLIP last layer")
+class ClipSetLastLayer(Node):
+    """Choose the text encoder layer prompts are read from, for every Encode prompt node fed by
+    this CLIP (ComfyUI's CLIP Set Last Layer): -1 the last layer, -2 the one before it ("CLIP
+    skip 2", which some SD1.x anime models want)... Without this node each family uses the layer
+    it was trained with (SD1.x: the last; SD2.x and SDXL: the one before it). An Encode prompt
+    node's own clip_skip, when above 0, wins over this."""
+
+    clip: Any = Input(port=ports.CLIP, description="text encoder from a checkpoint")
+    stop_at_clip_layer: int = Input(-1, ge=-24, le=-1, description="the layer to stop at, counted from the end: "
+                                                                    "-1 the last, -2 the one before it...")
+
+    class Outputs(NodeOutputs):
+        clip: Any = Output(port=ports.CLIP, description="the same text encoder, read at that layer")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        import dataclasses
+
+        skip = -self.stop_at_clip_layer
+        too_shallow = {name: n for name, n in _layer_counts(self.clip).items() if n < skip}
+        if too_shallow:
+            have = ", ".join(f"{name} has {n}" for name, n in too_shallow.items())
+            raise ValueError(f"stop_at_clip_layer {self.stop_at_clip_layer} asks for layer {skip} from the end, but "
+                             f"the text encoder of {self.clip.source} is not that deep ({have} layers)")
+        return self.Outputs(clip=dataclasses.replace(self.clip, clip_skip=skip))
+
+
+SDXL_BASE = "sdxl"  # the family clip_text_encode_sdxl serves (CLIP-L and bigG)
+
+
+@node("clip_text_encode_sdxl", category="conditioning", title="Encode prompt (SDXL, two texts)")
+class ClipTextEncodeSdxl(Node):
+    """An SDXL base prompt with a different text for each of its two text encoders, and its size
+    numbers, in one node (ComfyUI's CLIPTextEncodeSDXL): text_g goes to the large OpenCLIP bigG
+    encoder (which also gives the pooled vector), text_l to CLIP ViT-L. Giving both the same text
+    is what Encode prompt does. A text longer than the other in 75-token windows has empty-prompt
+    windows added to the shorter one. The sizes are SDXL's micro-conditioning (as SDXL size
+    conditioning's original size, crop's top-left corner and target size); a size of 0 is the
+    generated image's own. Emphasis, BREAK and embedding:name work as in Encode prompt."""
+
+    clip: Any = Input(port=ports.CLIP, description="the text encoders of an SDXL base checkpoint")
+    text_g: str = Input("", multiline=True, description="the prompt for OpenCLIP bigG (the main one: it also gives "
+                                                       "the pooled vector)")
+    text_l: str = Input("", multiline=True, description="the prompt for CLIP ViT-L")
+    width: int = Input(1024, ge=0, le=16384, description="width of the 'original' image (0: the generated image's)")
+    height: int = Input(1024, ge=0, le=16384, description="height of the 'original' image (0: the generated image's)")
+    crop_w: int = Input(0, ge=0, le=16384, description="left edge of the crop taken from it")
+    crop_h: int = Input(0, ge=0, le=16384, description="top edge of the crop taken from it")
+    target_width: int = Input(1024, ge=0, le=16384, description="width it was resized to (0: the generated image's)")
+    target_height: int = Input(1024, ge=0, le=16384, description="height it was resized to (0: the generated image's)")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the encoded prompt with its size numbers")
+
+    @classmethod
+    def check_inputs(cls, inputs: dict[str, Any], services: Any = None) -> Iterator[tuple[str | None, str]]:
+        """Every embedding a literal prompt names exists (linked prompts are checked when it runs)."""
+        return _check_embeddings(inputs, services, ("text_g", "text_l"))
+
+    @classmethod
+    def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
+        return _embeddings_fingerprint(literal_inputs, services, ("text_g", "text_l"))
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        spec = self.clip.spec
+        if spec.name != SDXL_BASE:
+            raise ValueError(f"Encode prompt (SDXL, two texts) needs the text encoders of an SDXL base checkpoint "
+                             f"(CLIP ViT-L and OpenCLIP bigG); {self.clip.source} is {spec.label}: use Encode prompt")
+        conditioning = _encode(ctx, self.clip, {"clip_g": self.text_g, "clip_l": self.text_l}, 0)
+        sizes = {"original_width": self.width, "original_height": self.height, "target_width": self.target_width,
+                 "target_height": self.target_height}
+        extra = {name: value for name, value in sizes.items() if value}  # 0: the image's own
+        extra.update(crop_left=self.crop_w, crop_top=self.crop_h)
+        entries = tuple(replace(e, extra={**e.extra, **extra}) for e in conditioning.entries)
+        return self.Outputs(conditioning=Conditioning(entries))
 
 
 @node("conditioning_combine", category="conditioning", title="Combine conditioning")

@@ -110,10 +110,15 @@ class ApplyControlNet(Node):
 
     The hint image is used at the generated image's size: one of another size is cropped to the
     same aspect ratio around its centre and resized (nearest neighbour, which keeps edge maps
-    sharp). One hint image serves every image of a batch; or give one per image."""
+    sharp). One hint image serves every image of a batch; or give one per image.
+
+    The negative prompt is optional (ComfyUI's older Apply ControlNet steers the prompt alone):
+    without it, only the prompt gets the ControlNet, and the negative output cannot be used (a
+    node reading it fails, saying so)."""
 
     positive: Any = Input(port=ports.CONDITIONING, description="the prompt")
-    negative: Any = Input(port=ports.CONDITIONING, description="the negative prompt")
+    negative: Any = Input(None, port=ports.CONDITIONING, description="the negative prompt (optional: without it "
+                                                                     "only the prompt is steered)")
     controlnet: Any = Input(port=ports.CONTROL_NET, description="the ControlNet")
     image: Any = Input(port=ports.IMAGE, description="the hint image (e.g. from a preprocessor such as Canny edges)")
     strength: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="how strongly it steers")
@@ -122,7 +127,8 @@ class ApplyControlNet(Node):
 
     class Outputs(NodeOutputs):
         positive: Any = Output(port=ports.CONDITIONING, description="the prompt with the ControlNet")
-        negative: Any = Output(port=ports.CONDITIONING, description="the negative prompt with the ControlNet")
+        negative: Any = Output(port=ports.CONDITIONING, description="the negative prompt with the ControlNet (only "
+                                                                   "when a negative prompt is connected)")
 
     def run(self, ctx: RunContext) -> Outputs:
         from dataclasses import replace
@@ -141,7 +147,10 @@ class ApplyControlNet(Node):
             raise ValueError(f"image must be an IMAGE [batch, height, width, 3], got {shape}")
         controlnet = self.controlnet
         expected = controlnet.config.unet.context_dim
-        for name, conditioning in (("positive", self.positive), ("negative", self.negative)):
+        sides = (("positive", self.positive), ("negative", self.negative))
+        for name, conditioning in sides:
+            if conditioning is None:
+                continue
             for entry in conditioning.entries:
                 width = entry.embedding.shape[-1]
                 if width != expected:
@@ -149,12 +158,31 @@ class ApplyControlNet(Node):
                         f"the {name} prompt is {width} channels wide but the ControlNet {controlnet.source} "
                         f"({controlnet.family.label}) reads {expected}: use a ControlNet made for the "
                         "checkpoint's family")
+        negative = self.negative if self.negative is not None else NoNegative()
         if self.strength == 0:
-            return self.Outputs(positive=self.positive, negative=self.negative)
+            return self.Outputs(positive=self.positive, negative=negative)
         application = ControlApplication(controlnet, image.detach().float().cpu(), self.strength,
                                          self.start_percent, self.end_percent)
 
         def attach(conditioning: Any) -> Any:
             return Conditioning(tuple(replace(e, control=(*e.control, application)) for e in conditioning.entries))
 
-        return self.Outputs(positive=attach(self.positive), negative=attach(self.negative))
+        return self.Outputs(positive=attach(self.positive),
+                            negative=attach(self.negative) if self.negative is not None else negative)
+
+
+class NoNegative:
+    """Apply ControlNet's negative output when its negative input is not connected: there is no
+    negative prompt to pass on, and a node that reads this one fails with a message saying why."""
+
+    @property
+    def entries(self) -> Any:
+        raise ValueError("this negative prompt comes from Apply ControlNet's negative output, but that node's negative "
+                         "input is not connected: connect a negative prompt to Apply ControlNet, or take the negative "
+                         "prompt from its own node")
+
+    def cache_nbytes(self) -> int:
+        return 64
+
+    def __repr__(self) -> str:
+        return "NoNegative()"

@@ -110,24 +110,62 @@ class LoadImage(Node):
         return file_identity(services_of(services).folders.input_path(literal_inputs["image"]))
 
     def run(self, ctx: RunContext) -> Outputs:
-        import numpy as np
-        import torch
-        from PIL import Image, ImageOps
+        rgba = read_rgba(ctx, self.image)
+        return self.Outputs(image=rgba[None, :, :, :3].contiguous(), mask=(1.0 - rgba[None, :, :, 3]).contiguous())
 
-        path = services_of(ctx).folders.input_path(self.image)  # LinkOutside: a link leading out of the folder
-        try:
-            opened = Image.open(path)
-        except Image.DecompressionBombError as exc:  # Pillow refuses to even read the header's size
-            raise ValueError(f"{self.image} is too large to load ({exc}); at most {MAX_IMAGE_PIXELS:,} pixels") from None
-        with opened:
-            if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{self.image} is {opened.width}x{opened.height}; at most {MAX_IMAGE_PIXELS} pixels")
-            # Image.open has read only the header: refuse before decoding the pixels.
-            require_within(services_of(ctx).limits, self.image, size=(opened.width, opened.height))
-            picture = ImageOps.exif_transpose(opened)
-            rgba = picture.convert("RGBA")
-        array = torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0)
-        return self.Outputs(image=array[None, :, :, :3].contiguous(), mask=(1.0 - array[None, :, :, 3]).contiguous())
+
+def read_rgba(ctx: RunContext, name: str) -> Any:
+    """The input-folder image `name` as float32 RGBA [H, W, 4] in [0, 1], upright (EXIF rotation
+    applied); images without alpha get alpha 1. Refused before its pixels are decoded when its
+    header says it is too large. Integer greyscale images (32-bit "I", and 16-bit PNGs) are
+    divided by 255 first, as ComfyUI reads "I" images (16 bits then come out about right instead
+    of nearly all white)."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    path = services_of(ctx).folders.input_path(name)  # LinkOutside: a link leading out of the folder
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow refuses to even read the header's size
+        raise ValueError(f"{name} is too large to load ({exc}); at most {MAX_IMAGE_PIXELS:,} pixels") from None
+    with opened:
+        if opened.width * opened.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{name} is {opened.width}x{opened.height}; at most {MAX_IMAGE_PIXELS} pixels")
+        # Image.open has read only the header: refuse before decoding the pixels.
+        require_within(services_of(ctx).limits, name, size=(opened.width, opened.height))
+        picture = ImageOps.exif_transpose(opened)
+        if picture.mode.startswith("I;16"):  # 16-bit greyscale PNGs (Pillow reads them so)
+            picture = picture.convert("I")
+        if picture.mode == "I":
+            picture = picture.point(lambda value: value * (1 / 255))
+        rgba = picture.convert("RGBA")
+    return torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0)
+
+
+@node("load_image_mask", category="mask", title="Load image as mask")
+class LoadImageMask(Node):
+    """Load one channel of an image from the input folder as a mask (ComfyUI's Load Image (as
+    Mask)): alpha gives 1 where the image is transparent (the part to repaint, as Load image's
+    mask; an image without alpha gives a mask of zeros), red, green or blue give that channel's
+    value (a black-and-white mask painted elsewhere: white is 1)."""
+
+    image: str = Input(choices=_input_choices, description="file in the input folder")
+    channel: Literal["alpha", "red", "green", "blue"] = Input("alpha", description="the channel that becomes the mask")
+
+    class Outputs(NodeOutputs):
+        mask: Any = Output(port=ports.MASK, description="the mask, [1, height, width] in [0, 1]")
+
+    @classmethod
+    def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
+        return file_identity(services_of(services).folders.input_path(literal_inputs["image"]))
+
+    def run(self, ctx: RunContext) -> Outputs:
+        rgba = read_rgba(ctx, self.image)
+        if self.channel == "alpha":
+            return self.Outputs(mask=(1.0 - rgba[None, :, :, 3]).contiguous())
+        index = ("red", "green", "blue").index(self.channel)
+        return self.Outputs(mask=rgba[None, :, :, index].contiguous())
 
 
 _COUNTER = re.compile(r"_(\d{5})_?\.png$")

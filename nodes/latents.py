@@ -51,13 +51,17 @@ class EmptyLatent(Node):
 @node("latent_upscale", category="latent", title="Upscale latent")
 class LatentUpscale(Node):
     """Resize a latent (for a hires-fix second pass: upscale, then sample again with denoise < 1).
-    Give a width and height in pixels, or leave them 0 and give scale_by."""
+    Give a width and height in pixels, or leave them 0 and give scale_by. crop center first cuts
+    the latent to the new aspect ratio around its centre (and its noise mask the same way), so a
+    new aspect ratio does not stretch the picture."""
 
     latent: Any = Input(port=ports.LATENT, description="the latent to resize")
     method: Literal["nearest-exact", "bilinear", "bicubic", "area"] = Input("nearest-exact", description="interpolation")
     width: int = Input(0, ge=0, le=MAX_SIDE, step=8, description="target width in pixels; 0 keeps the aspect ratio")
     height: int = Input(0, ge=0, le=MAX_SIDE, step=8, description="target height in pixels; 0 keeps the aspect ratio")
     scale_by: float = Input(1.5, gt=0.0, le=8.0, step=0.05, description="used when width and height are both 0")
+    crop: Literal["disabled", "center"] = Input("disabled", description="center: cut to the new aspect ratio around "
+                                                                         "the centre instead of stretching")
 
     class Outputs(NodeOutputs):
         latent: Any = Output(port=ports.LATENT, description="the resized latent")
@@ -86,6 +90,17 @@ class LatentUpscale(Node):
         if size[0] * DOWNSCALE > MAX_SIDE or size[1] * DOWNSCALE > MAX_SIDE:
             raise ValueError(f"the result would be {size[1] * DOWNSCALE}x{size[0] * DOWNSCALE} pixels; at most {MAX_SIDE} a side")
         require_within(services_of(ctx).limits, "the resized latent", size=(size[1] * DOWNSCALE, size[0] * DOWNSCALE))
+        noise_mask = self.latent.noise_mask
+        if self.crop == "center":
+            from latentgraph.nodes.image_ops import center_crop_box
+
+            x, y, width, height = center_crop_box(w, h, size[1], size[0])
+            samples = samples[..., y:y + height, x:x + width]
+            if noise_mask is not None:  # the same part of the picture, at the mask's own resolution
+                mask_h, mask_w = noise_mask.shape[-2:]
+                top, bottom = round(y * mask_h / h), round((y + height) * mask_h / h)
+                left, right = round(x * mask_w / w), round((x + width) * mask_w / w)
+                noise_mask = noise_mask[..., top:bottom, left:right].contiguous()
         antialias = {"antialias": True} if self.method in ("bilinear", "bicubic") else {}
         resized = F.interpolate(samples, size=size, mode=self.method, **antialias)
-        return self.Outputs(latent=Latent(resized, self.latent.noise_mask))  # the mask is resized when sampling
+        return self.Outputs(latent=Latent(resized, noise_mask))  # the mask is resized when sampling

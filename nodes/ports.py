@@ -18,8 +18,9 @@ MASK = register_port_type("MASK")  # float32 [B, H, W] in [0, 1]
 NOISE = register_port_type("NOISE")  # seeded starting noise (Noise)
 SIGMAS = register_port_type("SIGMAS")  # a schedule of noise levels
 SAMPLER = register_port_type("SAMPLER")  # a sampler and its options (SamplerChoice)
+GUIDER = register_port_type("GUIDER")  # a model with its prompts and guidance scale (Guider)
 CONTROL_NET = register_port_type("CONTROL_NET")  # a loaded ControlNet (controlnet.ControlNetHandle)
 UPSCALE_MODEL = register_port_type("UPSCALE_MODEL")  # a loaded upscale model (upscale.UpscaleModel)
 
-__all__ = ["ANY", "BOOLEAN", "CLIP", "CONDITIONING", "CONTROL_NET", "FLOAT", "IMAGE", "INT", "LATENT", "MASK", "MODEL", "NOISE",
+__all__ = ["ANY", "BOOLEAN", "CLIP", "CONDITIONING", "CONTROL_NET", "FLOAT", "GUIDER", "IMAGE", "INT", "LATENT", "MASK", "MODEL", "NOISE",
            "SAMPLER", "SIGMAS", "STRING", "UPSCALE_MODEL", "VAE"]

@@ -260,6 +260,33 @@ class SamplerSelect(Node):
         return self.Outputs(sampler=SamplerChoice(self.sampler, options))
 
 
+def _sample_custom(ctx: RunContext, model: Any, positive: Any, negative: Any, cfg: float, noise: Any, sampler: Any,
+                   sigmas: Any, latent: Any) -> tuple[Any, Any]:
+    """The guided sampler's work: (the sampled latent, the model's denoised estimate at the last
+    step). The estimate is the x0 prediction of the last step's (first) model call, what
+    ComfyUI's SamplerCustom returns as denoised_output; with a noise mask it is the input latent
+    outside the mask. With nothing to walk (fewer than 2 sigmas) both are the latent as it is."""
+    import torch
+
+    from latentgraph.nodes.sd.handles import Latent
+    from latentgraph.nodes.sd.interrupt import cancel_points
+    from latentgraph.nodes.sd.sample import denoise_latents
+
+    _check_sampling(ctx, model, latent, max(0, len(sigmas) - 1), guided=cfg != 1, conditionings=(positive, negative))
+    report = _step_reporter(ctx, model)
+    last: dict[str, Any] = {}
+
+    def on_step(step: int, total: int, denoised: Any) -> None:
+        last["denoised"] = denoised
+        report(step, total, denoised)
+
+    with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+        out = denoise_latents(model, positive, negative, latent, noise, sigmas, sampler, cfg, on_step)
+    if "denoised" not in last:
+        return out, out
+    return out, Latent(last["denoised"].float().cpu().clone(), latent.noise_mask)
+
+
 @node("guided_sampler", category="sampling/custom", title="Guided sampler")
 class GuidedSampler(Node):
     """Sample with the stages chosen apart: noise, sigmas and sampler from their own nodes."""
@@ -275,16 +302,100 @@ class GuidedSampler(Node):
 
     class Outputs(NodeOutputs):
         latent: Any = Output(port=ports.LATENT, description="the denoised latent")
+        denoised: Any = Output(port=ports.LATENT, description="the model's estimate of the clean latent at the last "
+                                                              "step (differs from latent when the sigmas stop above 0)")
 
     def run(self, ctx: RunContext) -> Outputs:
-        import torch
+        latent, denoised = _sample_custom(ctx, self.model, self.positive, self.negative, self.cfg, self.noise,
+                                          self.sampler, self.sigmas, self.latent)
+        return self.Outputs(latent=latent, denoised=denoised)
 
-        from latentgraph.nodes.sd.interrupt import cancel_points
-        from latentgraph.nodes.sd.sample import denoise_latents
 
-        _check_sampling(ctx, self.model, self.latent, max(0, len(self.sigmas) - 1), guided=self.cfg != 1,
-                        conditionings=(self.positive, self.negative))
-        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
-            latent = denoise_latents(self.model, self.positive, self.negative, self.latent, self.noise, self.sigmas,
-                                     self.sampler, self.cfg, _step_reporter(ctx, self.model))
-        return self.Outputs(latent=latent)
+@node("cfg_guider", category="sampling/custom", title="CFG guider")
+class CfgGuider(Node):
+    """A model with its prompt, negative prompt and guidance scale, for Sample with guider
+    (ComfyUI's CFGGuider)."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    positive: Any = Input(port=ports.CONDITIONING, description="what the image should show")
+    negative: Any = Input(port=ports.CONDITIONING, description="what it should not show")
+    cfg: float = Input(8.0, ge=0.0, le=100.0, step=0.1, description="guidance scale; 1 disables the negative prompt")
+
+    class Outputs(NodeOutputs):
+        guider: Any = Output(port=ports.GUIDER, description="the model with its prompts and guidance")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from latentgraph.nodes.sd.handles import Guider
+
+        return self.Outputs(guider=Guider(self.model, self.positive, self.negative, self.cfg))
+
+
+@node("sampler_custom_advanced", category="sampling/custom", title="Sample with guider")
+class SamplerCustomAdvanced(Node):
+    """Sample a latent with every stage chosen apart (ComfyUI's SamplerCustomAdvanced): starting
+    noise, a guider (model, prompts, guidance), a sampler and the sigmas to walk. The same as the
+    guided sampler, with model, prompts and cfg from a guider."""
+
+    noise: Any = Input(port=ports.NOISE, description="starting noise (Disable noise: none)")
+    guider: Any = Input(port=ports.GUIDER, description="model, prompts and guidance scale")
+    sampler: Any = Input(port=ports.SAMPLER, description="the solver")
+    sigmas: Any = Input(port=ports.SIGMAS, description="the noise levels to walk")
+    latent: Any = Input(port=ports.LATENT, description="empty latent or encoded image")
+
+    class Outputs(NodeOutputs):
+        latent: Any = Output(port=ports.LATENT, description="the sampled latent")
+        denoised: Any = Output(port=ports.LATENT, description="the model's estimate of the clean latent at the last "
+                                                              "step (differs from latent when the sigmas stop above 0)")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        guider = self.guider
+        latent, denoised = _sample_custom(ctx, guider.model, guider.positive, guider.negative, guider.cfg, self.noise,
+                                          self.sampler, self.sigmas, self.latent)
+        return self.Outputs(latent=latent, denoised=denoised)
+
+
+@node("disable_noise", category="sampling/custom", title="Disable noise")
+class DisableNoise(Node):
+    """No starting noise (ComfyUI's DisableNoise): the sampler starts from the latent as it is,
+    for a latent that already holds its noise (an earlier stage's leftover noise) or to denoise an
+    image without adding any. seed still seeds the step noise of stochastic samplers (ancestral,
+    SDE)."""
+
+    seed: int = Input(0, ge=0, le=MAX_SEED, widget="seed", description="seed of stochastic samplers' step noise")
+
+    class Outputs(NodeOutputs):
+        noise: Any = Output(port=ports.NOISE, description="no noise")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from latentgraph.nodes.sd.handles import DisabledNoise
+
+        return self.Outputs(noise=DisabledNoise(self.seed))
+
+
+@node("karras_scheduler", category="sampling/custom", title="Karras schedule")
+class KarrasScheduler(Node):
+    """Noise levels (sigmas) spaced as Karras et al. (2022) propose, between a highest and a lowest
+    level you give (ComfyUI's KarrasScheduler; the defaults are SD1.x's training range). The
+    Schedule node's karras is the same spacing over the model's own range. rho sets where steps
+    crowd: higher spends more of them at low noise."""
+
+    steps: int = Input(20, ge=1, le=10000, description="sampling steps")
+    sigma_max: float = Input(14.614642, gt=0.0, le=5000.0, step=0.01, description="the first (highest) noise level")
+    sigma_min: float = Input(0.0291675, gt=0.0, le=5000.0, step=0.01, description="the last noise level before 0")
+    rho: float = Input(7.0, gt=0.0, le=100.0, step=0.01, description="spacing exponent (7 in the paper)")
+
+    class Outputs(NodeOutputs):
+        sigmas: Any = Output(port=ports.SIGMAS, description="steps + 1 noise levels ending in 0")
+
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        return _steps_within_limits(inputs, services)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from latentgraph.nodes.sd.schedules import karras_between
+
+        require_within(services_of(ctx).limits, "the schedule", steps=self.steps)
+        if self.sigma_min > self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) is above sigma_max ({self.sigma_max}): the levels must "
+                             "go down")
+        return self.Outputs(sigmas=karras_between(self.sigma_min, self.sigma_max, self.steps, self.rho))

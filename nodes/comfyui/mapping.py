@@ -89,6 +89,13 @@ def _prediction(value: Any) -> str:
     return table[value]
 
 
+def _sampler_name(value: Any) -> Any:
+    """ComfyUI's `_gpu` SDE samplers are the same solvers with the noise drawn on the GPU."""
+    if isinstance(value, str) and value.endswith("_gpu"):
+        return value[: -len("_gpu")]
+    return value
+
+
 def _canny_threshold(value: Any) -> int:
     """ComfyUI's Canny takes thresholds as fractions of full scale (kornia); ours are 8-bit (OpenCV)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -115,8 +122,8 @@ def _expand_sampler_custom(node_id: str, inputs: dict[str, Any]) -> dict[str, di
     add_noise = inputs.pop("add_noise", True)
     seed = inputs.pop("seed", 0)
     noise_id = f"{node_id}:noise"
-    noise = ({"type": "noise", "inputs": {"seed": seed}} if add_noise
-             else {"type": "disable_noise", "inputs": {}})
+    # With add_noise off ComfyUI still seeds the noise ancestral and SDE samplers add at each step.
+    noise = {"type": "noise" if add_noise else "disable_noise", "inputs": {"seed": seed}}
     inputs["noise"] = {"node": noise_id, "output": "noise"}
     return {noise_id: noise, node_id: {"type": "guided_sampler", "inputs": inputs}}
 
@@ -205,15 +212,16 @@ MAPPINGS: tuple[NodeMap, ...] = (
     # ---- sampling ----
     M("KSampler", "ksampler",
       (Socket("model", "model", "MODEL"), Widget("seed", "seed", control=True, comfy=SEED),
-       Widget("steps", "steps"), Widget("cfg", "cfg"), Widget("sampler_name", "sampler"),
+       Widget("steps", "steps"), Widget("cfg", "cfg"), Widget("sampler_name", "sampler", _sampler_name),
        Widget("scheduler", "scheduler"), Socket("positive", "positive", "CONDITIONING"),
        Socket("negative", "negative", "CONDITIONING"), Socket("latent_image", "latent", "LATENT"),
        Widget("denoise", "denoise")),
-      (("LATENT", "latent"),), display="KSampler", category="sampling"),
+      (("LATENT", "latent"),), display="KSampler", category="sampling",
+      note="`dpmpp_*_sde_gpu` samplers become their CPU-noise names"),
     M("KSamplerAdvanced", "ksampler_advanced",
       (Socket("model", "model", "MODEL"), Widget("add_noise", "add_noise", _enable, ENABLE),
        Widget("noise_seed", "seed", control=True, comfy=SEED), Widget("steps", "steps"), Widget("cfg", "cfg"),
-       Widget("sampler_name", "sampler"), Widget("scheduler", "scheduler"),
+       Widget("sampler_name", "sampler", _sampler_name), Widget("scheduler", "scheduler"),
        Socket("positive", "positive", "CONDITIONING"), Socket("negative", "negative", "CONDITIONING"),
        Socket("latent_image", "latent", "LATENT"), Widget("start_at_step", "start_step"),
        Widget("end_at_step", "end_step"),
@@ -223,7 +231,7 @@ MAPPINGS: tuple[NodeMap, ...] = (
       display="RandomNoise", category="sampling/custom_sampling/noise"),
     M("DisableNoise", "disable_noise", (), (("NOISE", "noise"),), display="DisableNoise",
       category="sampling/custom_sampling/noise"),
-    M("KSamplerSelect", "sampler_select", (Widget("sampler_name", "sampler"),), (("SAMPLER", "sampler"),),
+    M("KSamplerSelect", "sampler_select", (Widget("sampler_name", "sampler", _sampler_name),), (("SAMPLER", "sampler"),),
       display="KSamplerSelect", category="sampling/custom_sampling/samplers"),
     M("BasicScheduler", "scheduler",
       (Socket("model", "model", "MODEL"), Widget("scheduler", "schedule"), Widget("steps", "steps"),

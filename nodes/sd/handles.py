@@ -1,7 +1,7 @@
 """The values that travel along Stable Diffusion links, one small class per port type.
 
 MODEL → DiffusionModel, CLIP → TextEncoder, VAE → Vae, CONDITIONING → Conditioning,
-LATENT → Latent, NOISE → Noise, SAMPLER → SamplerChoice, SIGMAS → a 1-D float tensor,
+LATENT → Latent, NOISE → Noise, SAMPLER → SamplerChoice, GUIDER → Guider, SIGMAS → a 1-D float tensor,
 IMAGE → a float32 tensor [B, H, W, 3] in [0, 1] on the CPU, MASK → float32 [B, H, W] in [0, 1].
 """
 
@@ -112,6 +112,10 @@ class TextEncoder(ModelHandle):
     spec: FamilySpec
     source: str
     patches: tuple[WeightPatch, ...] = ()  # each names the encoder it changes (`target`)
+    # The layer prompts are read from, counted from the end (1 the last, 2 the one before it...),
+    # for every encoder; None: the family's own (clip_set_last_layer sets it, ComfyUI's
+    # CLIPSetLastLayer; an encode node's own clip_skip > 0 wins over it).
+    clip_skip: int | None = None
 
     @property
     def family(self) -> str:
@@ -193,6 +197,26 @@ class Noise:
         from latentgraph.nodes.sd.samplers import initial_noise
 
         return initial_noise(latent.shape, self.seed)
+
+
+@dataclass(frozen=True)
+class DisabledNoise(Noise):
+    """No starting noise (zeros, ComfyUI's DisableNoise): the latent is sampled as it is, taken
+    to be at sigmas[0]'s noise level already. `seed` still seeds the step noise of stochastic
+    samplers (ancestral, SDE)."""
+
+    def generate(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(tuple(latent.shape), dtype=torch.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Guider:
+    """A model with the prompts and guidance scale it samples with (cfg_guider; GUIDER links)."""
+
+    model: DiffusionModel
+    positive: Conditioning
+    negative: Conditioning
+    cfg: float
 
 
 @dataclass(frozen=True)

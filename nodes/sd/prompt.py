@@ -265,6 +265,19 @@ class TokenizedPrompt:
         return TokenizedPrompt(ids=ids, weights=self.weights, token_count=self.token_count, segments=self.segments,
                                slots=self.slots, embeddings=self.embeddings)
 
+    def with_windows(self, count: int) -> "TokenizedPrompt":
+        """The prompt with empty-prompt windows (``[BOS, EOS]``, end-token padded, weight 1)
+        appended until it has `count` windows (ComfyUI's way to give two encoders that read
+        different texts the same number of positions); unchanged when it has that many already."""
+        extra = count - self.num_chunks
+        if extra <= 0:
+            return self
+        empty = _empty_chunk_ids(EOS_ID)[None].expand(extra, -1)
+        slots = None if self.slots is None else torch.cat([self.slots, torch.full_like(empty, -1)])
+        return TokenizedPrompt(ids=torch.cat([self.ids, empty]), weights=torch.cat([self.weights, torch.ones(empty.shape)]),
+                               token_count=self.token_count, segments=self.segments, slots=slots,
+                               embeddings=self.embeddings)
+
     @property
     def has_embeddings(self) -> bool:
         return self.slots is not None and bool((self.slots >= 0).any())
@@ -523,7 +536,7 @@ def encode_prompt(
     return z[:n].reshape(1, n * MAX_LENGTH, z.shape[-1]), pooled
 
 
-def encode_text(encoders: Mapping[str, torch.nn.Module], spec: FamilySpec, text: str,
+def encode_text(encoders: Mapping[str, torch.nn.Module], spec: FamilySpec, text: str | Mapping[str, str],
                 clip_skip: int | None = None,
                 embeddings: EmbeddingLookup | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A prompt as the family's conditioning.
@@ -540,19 +553,34 @@ def encode_text(encoders: Mapping[str, torch.nn.Module], spec: FamilySpec, text:
     (`Embedding.vectors_for`: SDXL files give CLIP-L and bigG theirs; a file with one set goes to
     the encoder as wide as it). Unknown names raise EmbeddingNotFound, embeddings that fit no
     encoder EmbeddingError.
+    `text` may instead give each encoder its own prompt (a mapping, encoder name -> text, as
+    SDXL's text_g / text_l): the one with fewer 75-token windows then gets empty-prompt windows
+    appended until both have as many (ComfyUI's CLIPTextEncodeSDXL), since the encoders' outputs
+    are joined position by position.
     Returns (context [1, tokens, dim], pooled [1, dim])."""
     contexts, pooled, first_pooled = [], None, None
-    # once: the encoders differ only in their padding
-    tokens = tokenize_prompt(text, pad_id=EOS_ID, embeddings=embeddings)
-    tables: dict[str, torch.Tensor] = {}
-    if tokens.has_embeddings:
-        tables = tokens.vector_tables([(e.name, text_model_width(encoders[e.name])) for e in spec.text_encoders])
+    names = [encoder.name for encoder in spec.text_encoders]
+    if isinstance(text, str):
+        texts = dict.fromkeys(names, text)
+    elif set(text) == set(names):
+        texts = dict(text)
+    else:
+        raise ValueError(f"{spec.label} prompts are read by {', '.join(names)}; got texts for {', '.join(text) or 'none'}")
+    # once per text: the encoders differ only in their padding
+    tokenized = {t: tokenize_prompt(t, pad_id=EOS_ID, embeddings=embeddings) for t in dict.fromkeys(texts.values())}
+    windows = max(tokens.num_chunks for tokens in tokenized.values())
+    tokenized = {t: tokens.with_windows(windows) for t, tokens in tokenized.items()}
+    tables: dict[str, dict[str, torch.Tensor]] = {}  # by text: the vectors of its embeddings for each encoder
+    for t, tokens in tokenized.items():
+        if tokens.has_embeddings:
+            tables[t] = tokens.vector_tables([(e.name, text_model_width(encoders[e.name])) for e in spec.text_encoders])
     for encoder in spec.text_encoders:
+        tokens = tokenized[texts[encoder.name]]
         skip = clip_skip if clip_skip is not None else (2 if encoder.layer == "penultimate" else 1)
         pad_id = EOS_ID if encoder.pad_token == "end" else 0
         context, vector = encode_prompt(tokens.padded_with(pad_id), encoders[encoder.name], clip_skip=skip,
                                         final_norm=encoder.final_norm, pad_id=pad_id,
-                                        vectors=tables.get(encoder.name))
+                                        vectors=tables.get(texts[encoder.name], {}).get(encoder.name))
         contexts.append(context)
         first_pooled = vector if first_pooled is None else first_pooled
         if encoder.pooled:

@@ -142,9 +142,15 @@ def sgm_uniform_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
 
 
 def karras_sigmas(schedule: NoiseSchedule, steps: int, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. (2022) eq. 5: evenly spaced in sigma^(1/rho) from sigma_max to sigma_min."""
+    """Karras et al. (2022) eq. 5 over the model's training range (see `karras_between`)."""
+    return karras_between(schedule.sigma_min, schedule.sigma_max, steps, rho)
+
+
+def karras_between(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) eq. 5: `steps` sigmas evenly spaced in sigma^(1/rho) from sigma_max
+    down to sigma_min, then 0 (computed in float64, returned as float32)."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-    max_inv_rho, min_inv_rho = schedule.sigma_max ** (1 / rho), schedule.sigma_min ** (1 / rho)
+    max_inv_rho, min_inv_rho = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return _with_final_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
 
 
