@@ -223,3 +223,32 @@ def test_cli_run_takes_a_comfyui_workflow_and_refuses_unmapped_nodes(tmp_path, c
     err = capsys.readouterr().err
     assert "import: unmapped node 12 (ConditioningSetArea): area conditioning is not supported yet" in err
     assert "cannot map" in err
+
+
+@pytest.mark.parametrize("document", [
+    {"nodes": [1, "x", {"id": 1}, {"id": 2, "type": "KSampler", "inputs": "bad", "widgets_values": "zz", "pos": "p",
+                                    "mode": [1], "outputs": "o", "flags": "x"}], "links": "bad"},
+    {"nodes": [{"id": 1, "type": "VAEDecode", "inputs": [{"name": "samples", "link": 5}]}],
+     "links": [[5, 2, "x", 1, 0, "LATENT"], {"id": 6}, [7, [2], 0, 1, 0]]},
+    {"nodes": [{"id": 1, "type": "sg"}], "links": [],
+     "definitions": {"subgraphs": [{"id": "sg", "nodes": "x", "links": [1, [1, 2], {"id": 3, "origin_id": -10}]}]}},
+    {"nodes": [], "groups": [1, {"bounding": "x"}, {"bounding": [1, 2, 3]}], "links": [],
+     "extra": {"reroutes": "x", "linkExtensions": [1]}},
+    {"1": {"class_type": "VAEDecode", "inputs": [1, 2]}},
+    {"1": {"class_type": "KSampler", "inputs": {"cfg": float("nan"), "seed": 2 ** 70, "model": ["9", 0]}}},
+])
+def test_malformed_comfyui_documents_are_reported_not_crashed_on(document):
+    import json
+
+    result = import_document(document, registry=REGISTRY)
+    json.dumps(result.workflow, allow_nan=True)
+    json.dumps(result.report.to_dict(), allow_nan=True)
+    assert result.report.lines()  # something is always said about a broken workflow
+
+
+def test_a_subgraph_nested_in_itself_is_expanded_to_the_depth_limit_and_reported():
+    document = {"nodes": [{"id": 1, "type": "sg"}], "links": [],
+                "definitions": {"subgraphs": [{"id": "sg", "nodes": [{"id": 2, "type": "sg"}], "links": []}]}}
+    report = import_document(document, registry=REGISTRY).report
+    assert not report.ok and "nested more than 16 levels deep" in report.unmapped[0]["reason"]
+    assert report.unmapped[0]["id"] == "1" + ":2" * 16

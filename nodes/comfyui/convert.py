@@ -90,6 +90,7 @@ class _CNode:
     mode: str | None = None
     ui: dict[str, Any] = field(default_factory=dict)
     output_names: list[str] = field(default_factory=list)
+    unmapped_reason: str = ""  # why it cannot be mapped whatever its type (e.g. a subgraph left unexpanded)
 
 
 # ---------------------------------------------------------------- reading documents
@@ -175,16 +176,33 @@ def _xy(value: Any) -> list[float] | None:
     return None
 
 
+LINK_FIELDS = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+
+
+def _link(entry: Any) -> dict[str, Any] | None:
+    """A UI-format link (an array in schema 0.4, an object in schema 1) as a dict, or None when it
+    is not one (missing ends, slots that are not integers, an id that is not a key)."""
+    if isinstance(entry, list) and len(entry) >= 5:
+        link = dict(zip(LINK_FIELDS, entry))
+    elif isinstance(entry, dict):
+        link = dict(entry)
+    else:
+        return None
+    if not all(k in link for k in LINK_FIELDS[:5]) or not isinstance(link["id"], (int, str)):
+        return None
+    if not all(isinstance(link[k], int) and not isinstance(link[k], bool) for k in ("origin_slot", "target_slot")):
+        return None
+    if not all(isinstance(link[k], (int, str)) for k in ("origin_id", "target_id")):
+        return None
+    return link
+
+
 def _ui_links(document: dict[str, Any]) -> dict[Any, dict[str, Any]]:
     links: dict[Any, dict[str, Any]] = {}
-    for entry in document.get("links") or []:
-        if isinstance(entry, list) and len(entry) >= 5:
-            link = dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"), entry))
-        elif isinstance(entry, dict) and "id" in entry:
-            link = dict(entry)
-        else:
-            continue
-        links[link["id"]] = link
+    for entry in document.get("links") if isinstance(document.get("links"), list) else []:
+        link = _link(entry)
+        if link is not None:
+            links[link["id"]] = link
     extra = document.get("extra") if isinstance(document.get("extra"), dict) else {}
     for ext in extra.get("linkExtensions") or []:  # schema 0.4 keeps native reroute parents here
         if isinstance(ext, dict) and ext.get("id") in links:
@@ -235,12 +253,12 @@ def _flatten_subgraphs(nodes: list[dict[str, Any]], links: dict[Any, dict[str, A
     for instance in instances:
         definition = definitions[instance["type"]]
         inner_links = {}
-        for raw in definition.get("links") or []:
-            link = dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"), raw)) \
-                if isinstance(raw, list) else dict(raw) if isinstance(raw, dict) else None
-            if link is not None and "id" in link:
+        for raw in definition.get("links") if isinstance(definition.get("links"), list) else []:
+            link = _link(raw)
+            if link is not None:
                 inner_links[link["id"]] = link
-        inner_nodes = [dict(n) for n in definition.get("nodes") or [] if isinstance(n, dict) and "id" in n]
+        inner_nodes = [dict(n) for n in (definition.get("nodes") if isinstance(definition.get("nodes"), list) else [])
+                       if isinstance(n, dict) and "id" in n and isinstance(n.get("type"), str)]
         inner_nodes, inner_links = _flatten_subgraphs(inner_nodes, inner_links, definitions, report, depth + 1)
         prefix = f"{instance['id']}:"
         base = _xy(instance.get("pos")) or [0.0, 0.0]
@@ -292,9 +310,11 @@ def _flatten_subgraphs(nodes: list[dict[str, Any]], links: dict[Any, dict[str, A
 
 
 def _read_ui(document: dict[str, Any], report: ImportReport) -> tuple[list[_CNode], dict[str, Any]]:
-    raw_nodes = [n for n in document["nodes"] if isinstance(n, dict) and "id" in n and isinstance(n.get("type"), str)]
+    raw_nodes = [n for n in document["nodes"] if isinstance(n, dict) and isinstance(n.get("id"), (int, str))
+                 and isinstance(n.get("type"), str)]
     links = _ui_links(document)
-    definitions = {s["id"]: s for s in ((document.get("definitions") or {}).get("subgraphs") or [])
+    found = document.get("definitions") if isinstance(document.get("definitions"), dict) else {}
+    definitions = {s["id"]: s for s in (found.get("subgraphs") if isinstance(found.get("subgraphs"), list) else [])
                    if isinstance(s, dict) and isinstance(s.get("id"), str)}
     raw_nodes, links = _flatten_subgraphs(raw_nodes, links, definitions, report)
     by_id = {n["id"]: n for n in raw_nodes}
@@ -351,11 +371,13 @@ def _read_ui(document: dict[str, Any], report: ImportReport) -> tuple[list[_CNod
             continue
         if kind in (REROUTE, PRIMITIVE):
             continue
-        mode = raw.get("mode", 0)
+        mode = raw.get("mode", 0) if isinstance(raw.get("mode"), int) else 0
         inputs: dict[str, Any] = {}
         widget_values = raw.get("widgets_values")
         named_widgets = widget_values if isinstance(widget_values, dict) else None
-        for entry in raw.get("inputs") or []:
+        if not isinstance(widget_values, (list, dict)):
+            widget_values = None
+        for entry in raw.get("inputs") if isinstance(raw.get("inputs"), list) else []:
             if not isinstance(entry, dict) or entry.get("link") is None or not isinstance(entry.get("name"), str):
                 continue
             name = entry["widget"]["name"] if isinstance(entry.get("widget"), dict) and "name" in entry["widget"] \
@@ -369,14 +391,17 @@ def _read_ui(document: dict[str, Any], report: ImportReport) -> tuple[list[_CNod
                        widgets=None if named_widgets is not None else list(widget_values or []),
                        title=raw.get("title") if isinstance(raw.get("title"), str) else None,
                        mode=UI_MODES.get(mode), ui=layout,
-                       output_names=[o.get("name", "") for o in raw.get("outputs") or [] if isinstance(o, dict)])
+                       output_names=[str(o.get("name", "")) for o in
+                                     (raw.get("outputs") if isinstance(raw.get("outputs"), list) else [])
+                                     if isinstance(o, dict)])
         if named_widgets is not None:
             cnode.inputs.update({k: v for k, v in named_widgets.items() if k not in cnode.inputs})
         if mode in (1, 3):
             report.notes.append(f"node {raw['id']} ({kind}): ComfyUI mode {'on event' if mode == 1 else 'on trigger'} "
                                 "is run like a normal node")
-        if kind in subgraphs:
-            cnode.type = f"subgraph:{kind}"
+        if kind in subgraphs:  # an instance left after expansion
+            cnode.unmapped_reason = ("a bypassed subgraph: bypass its inner nodes instead, or unpack it in ComfyUI first"
+                                     if mode == 4 else f"a subgraph nested more than {MAX_SUBGRAPH_DEPTH} levels deep")
         nodes.append(cnode)
     groups = []
     for index, group in enumerate(document.get("groups") or []):
@@ -408,7 +433,8 @@ def _read_api(document: dict[str, Any]) -> list[_CNode]:
     nodes = []
     for node_id, raw in document.items():
         inputs = {}
-        for name, value in (raw.get("inputs") or {}).items():
+        given = raw.get("inputs")
+        for name, value in (given.items() if isinstance(given, dict) else ()):
             inputs[name] = _Link(str(value[0]), value[1]) if _is_api_link(value) else value
         meta = raw.get("_meta") if isinstance(raw.get("_meta"), dict) else {}
         nodes.append(_CNode(str(node_id), raw["class_type"], inputs,
@@ -479,7 +505,7 @@ def import_document(source: Any, *, registry: Any, services: Any = None) -> Impo
         for name, value in cnode.inputs.items():
             if isinstance(value, _Link):
                 readers.setdefault(value.source, []).append((cnode.id, name, value.slot))
-    mapped = {c.id: BY_TYPE.get(c.type) for c in cnodes}
+    mapped = {c.id: None if c.unmapped_reason else BY_TYPE.get(c.type) for c in cnodes}
     output_names = {c.id: c.output_names for c in cnodes}
 
     nodes: dict[str, dict[str, Any]] = {}
@@ -502,9 +528,8 @@ def import_document(source: Any, *, registry: Any, services: Any = None) -> Impo
         mapping = mapped[cnode.id]
         layout = dict(cnode.ui)
         if mapping is None:
-            if cnode.type.startswith("subgraph:"):
-                reason = "a bypassed subgraph: bypass its inner nodes instead, or unpack it in ComfyUI first"
-                cnode.type = cnode.type[len("subgraph:"):]
+            if cnode.unmapped_reason:
+                reason = cnode.unmapped_reason
             elif cnode.type.startswith("workflow/") or cnode.type.startswith("workflow>"):
                 reason = "a ComfyUI group node: not expanded by the importer; convert it to nodes in ComfyUI first"
             else:
