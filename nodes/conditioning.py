@@ -250,6 +250,73 @@ class ConditioningCombine(Node):
         return self.Outputs(conditioning=Conditioning(self.a.entries + b_entries))
 
 
+def _with_area(conditioning: Any, area: tuple[str, float, float, float, float] | None, strength: float) -> Any:
+    from dataclasses import replace
+
+    from latentgraph.nodes.sd.handles import Conditioning
+
+    return Conditioning(tuple(replace(e, area=area if area is not None else e.area, strength=strength)
+                              for e in conditioning.entries))
+
+
+@node("conditioning_set_area", category="conditioning", title="Conditioning area")
+class ConditioningSetArea(Node):
+    """Make a prompt apply to one rectangle of the image (in pixels): the sampler runs it on that
+    part of the latent and blends its estimate, weighted by strength and faded in over 64 pixels
+    at edges inside the image, with the other prompts covering each pixel (ComfyUI's area
+    conditioning). Combine it with a prompt for the whole image, or parts nobody covers stay
+    unguided. Not with a ControlNet on the same prompt."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="the prompt")
+    width: int = Input(64, ge=8, le=16384, step=8, description="width of the area in pixels")
+    height: int = Input(64, ge=8, le=16384, step=8, description="height of the area in pixels")
+    x: int = Input(0, ge=0, le=16384, step=8, description="left edge in pixels")
+    y: int = Input(0, ge=0, le=16384, step=8, description="top edge in pixels")
+    strength: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="weight against the other prompts there")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the prompt, for that area")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(conditioning=_with_area(self.conditioning, ("pixels", self.x, self.y, self.width,
+                                                                        self.height), self.strength))
+
+
+@node("conditioning_set_area_percentage", category="conditioning", title="Conditioning area (fraction)")
+class ConditioningSetAreaPercentage(Node):
+    """As Conditioning area, with the rectangle as fractions of the image's width and height, so
+    the same graph works at any size."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="the prompt")
+    width: float = Input(1.0, ge=0.0, le=1.0, step=0.01, description="width as a fraction of the image's")
+    height: float = Input(1.0, ge=0.0, le=1.0, step=0.01, description="height as a fraction of the image's")
+    x: float = Input(0.0, ge=0.0, le=1.0, step=0.01, description="left edge as a fraction of the width")
+    y: float = Input(0.0, ge=0.0, le=1.0, step=0.01, description="top edge as a fraction of the height")
+    strength: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="weight against the other prompts there")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the prompt, for that area")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(conditioning=_with_area(self.conditioning, ("fraction", self.x, self.y, self.width,
+                                                                        self.height), self.strength))
+
+
+@node("conditioning_set_area_strength", category="conditioning", title="Conditioning strength")
+class ConditioningSetAreaStrength(Node):
+    """Set a prompt's weight against the other prompts it is combined with (or that cover the same
+    area)."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="the prompt")
+    strength: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="its weight")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the prompt with that weight")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(conditioning=_with_area(self.conditioning, None, self.strength))
+
+
 @node("sdxl_conditioning", category="conditioning", title="SDXL size conditioning")
 class SdxlConditioning(Node):
     """Set the numbers SDXL was trained to read besides the prompt: the original image size, the

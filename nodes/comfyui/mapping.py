@@ -187,6 +187,18 @@ MAPPINGS: tuple[NodeMap, ...] = (
     M("ConditioningCombine", "conditioning_combine",
       (Socket("conditioning_1", "a", "CONDITIONING"), Socket("conditioning_2", "b", "CONDITIONING")),
       (("CONDITIONING", "conditioning"),), display="Conditioning (Combine)", category="conditioning"),
+    M("ConditioningSetArea", "conditioning_set_area",
+      (Socket("conditioning", "conditioning", "CONDITIONING"), Widget("width", "width"), Widget("height", "height"),
+       Widget("x", "x"), Widget("y", "y"), Widget("strength", "strength")),
+      (("CONDITIONING", "conditioning"),), display="Conditioning (Set Area)", category="conditioning"),
+    M("ConditioningSetAreaPercentage", "conditioning_set_area_percentage",
+      (Socket("conditioning", "conditioning", "CONDITIONING"), Widget("width", "width"), Widget("height", "height"),
+       Widget("x", "x"), Widget("y", "y"), Widget("strength", "strength")),
+      (("CONDITIONING", "conditioning"),), display="Conditioning (Set Area with Percentage)",
+      category="conditioning"),
+    M("ConditioningSetAreaStrength", "conditioning_set_area_strength",
+      (Socket("conditioning", "conditioning", "CONDITIONING"), Widget("strength", "strength")),
+      (("CONDITIONING", "conditioning"),), display="ConditioningSetAreaStrength", category="conditioning"),
     M("ConditioningZeroOut", "conditioning_zero_out", (Socket("conditioning", "conditioning", "CONDITIONING"),),
       (("CONDITIONING", "conditioning"),), display="ConditioningZeroOut", category="advanced/conditioning"),
     M("ControlNetApply", "apply_controlnet",
@@ -362,9 +374,6 @@ BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in MAPPINGS}
 
 # ComfyUI core nodes with no Latentgraph equivalent yet, and why (reported by name).
 NOT_SUPPORTED: dict[str, str] = {
-    "ConditioningSetArea": "area conditioning is not supported yet",
-    "ConditioningSetAreaPercentage": "area conditioning is not supported yet",
-    "ConditioningSetAreaStrength": "area conditioning is not supported yet",
     "ConditioningSetMask": "masked conditioning is not supported yet",
     "ConditioningAverage": "conditioning averaging is not supported yet",
     "ConditioningConcat": "conditioning concatenation is not supported yet",

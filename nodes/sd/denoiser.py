@@ -133,6 +133,43 @@ class GuidanceEntry:
     y: torch.Tensor | None = None
     control: Any = None
     concat: torch.Tensor | None = None
+    area: tuple[str, float, float, float, float] | None = None  # see `latent_area`
+
+
+AREA_FUZZ = 8  # latent pixels over which an area's weight ramps up from its inner edges (ComfyUI's rule)
+
+
+def latent_area(area: tuple[str, float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, rows, columns) in latent pixels of an area given as ("pixels", x, y, width, height)
+    in image pixels (8 to a latent pixel, rounded down) or ("fraction", x, y, width, height) of the
+    image (rounded, at least one latent pixel), clipped to the latent. Raises ValueError for an
+    area that lies outside it."""
+    kind, x, y, w, h = area
+    if kind == "fraction":
+        rows, cols = max(1, round(h * height)), max(1, round(w * width))
+        top, left = round(y * height), round(x * width)
+    else:
+        rows, cols, top, left = int(h) // 8, int(w) // 8, int(y) // 8, int(x) // 8
+    if top >= height or left >= width or rows < 1 or cols < 1:
+        raise ValueError(f"the conditioning area at x={x}, y={y} ({w}x{h}) lies outside the "
+                         f"{width * 8}x{height * 8} image")
+    return top, left, min(rows, height - top), min(cols, width - left)
+
+
+def area_weight(top: int, left: int, rows: int, cols: int, height: int, width: int, strength: float) -> torch.Tensor:
+    """[rows, cols] weight of an area's estimate: its strength, ramping linearly over up to
+    AREA_FUZZ latent pixels (a quarter of the side at most) along each edge that lies inside the
+    image, so areas blend into what surrounds them (as ComfyUI weighs areas)."""
+    weight = torch.full((rows, cols), float(strength))
+    for axis, start, size, full in ((0, top, rows, height), (1, left, cols, width)):
+        ramp = min(AREA_FUZZ, size // 4)
+        steps = torch.arange(1, ramp + 1, dtype=torch.float32) / ramp if ramp else torch.empty(0)
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        if start != 0 and ramp:
+            weight.narrow(axis, 0, ramp).mul_(steps.view(shape))
+        if start + size < full and ramp:
+            weight.narrow(axis, size - ramp, ramp).mul_(steps.flip(0).view(shape))
+    return weight
 
 
 class CFGDenoiser:
@@ -157,6 +194,11 @@ class CFGDenoiser:
     estimates, so they are taken to the output space with the denoiser's `output_from_denoised`
     and the result back with `denoised_from_output` (a `Denoiser` has both). 0 changes nothing
     (the same computation as without it); it applies only when the negative side is computed.
+
+    Area prompts (`GuidanceEntry.area`, set by the area conditioning nodes): a prompt with an area
+    is run on that part of the latent only, and each side's estimate is, pixel by pixel, the
+    weighted mean of the estimates covering it (weights from `area_weight`; a pixel no prompt of
+    a side covers gets 0 there, as in ComfyUI). Such steps make one network call per prompt.
     """
 
     def __init__(self, denoiser: DenoiserFn, positive: Sequence[GuidanceEntry] | torch.Tensor,
@@ -176,6 +218,13 @@ class CFGDenoiser:
         """Guided denoised estimate of `x` at noise levels `sigma` ([B])."""
         guided = self.negative is not None and self.cfg_scale != 1.0
         entries = [*self.positive, *(self.negative if guided else ())]
+        if any(e.area is not None for e in entries):
+            cond = self._by_area(x, sigma, self.positive, "cond")
+            if not guided:
+                return cond
+            uncond = self._by_area(x, sigma, self.negative, "uncond")
+            guided_denoised = uncond + self.cfg_scale * (cond - uncond)
+            return self._rescaled(x, sigma, cond, guided_denoised) if self.rescale else guided_denoised
         batch = x.shape[0]
         contexts = [_match_batch(e.context, batch, "cond" if i < len(self.positive) else "uncond")
                     for i, e in enumerate(entries)]
@@ -209,6 +258,32 @@ class CFGDenoiser:
             return guided_denoised
         return self._rescaled(x, sigma, cond, guided_denoised)
 
+    def _by_area(self, x: torch.Tensor, sigma: torch.Tensor, side: Sequence[GuidanceEntry], name: str) -> torch.Tensor:
+        """One side's estimate when some prompt has an area: each prompt on its part of the latent,
+        then the per-pixel weighted mean (see the class doc)."""
+        batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+        total = torch.zeros_like(x)
+        count = torch.full_like(x, 1e-37)  # a pixel nobody covers ends 0, not NaN
+        for entry in side:
+            if entry.control:
+                raise ValueError("a prompt with an area cannot carry a ControlNet here; apply the ControlNet to a "
+                                 "prompt without an area")
+            top, left, rows, cols = (latent_area(entry.area, height, width) if entry.area is not None
+                                     else (0, 0, height, width))
+            region = (..., slice(top, top + rows), slice(left, left + cols))
+            context = _match_batch(entry.context, batch, name)
+            extra = {}
+            if entry.concat is not None:
+                extra["concat"] = _match_batch(entry.concat, batch, "concat")[region]
+            y = _match_batch(entry.y, batch, "y") if entry.y is not None else None
+            crop = x[region]
+            out = (self.denoiser(crop, sigma, context, y, **extra) if y is not None or extra
+                   else self.denoiser(crop, sigma, context))
+            weight = area_weight(top, left, rows, cols, height, width, entry.weight).to(x)
+            total[region] += out * weight
+            count[region] += weight
+        return total / count
+
     def _rescaled(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
         """CFG rescale (see the class doc) of the guided denoised estimate, in the output space."""
         if not bool((sigma > 0).all()):  # no output space at sigma 0 (samplers never ask there)
@@ -228,7 +303,7 @@ def _entries(side: Sequence[GuidanceEntry] | torch.Tensor, name: str) -> tuple[G
     total = sum(e.weight for e in entries)
     if not total > 0:
         raise ValueError(f"the {name} prompts' strengths add up to {total}; at least one must be above 0")
-    return tuple(GuidanceEntry(e.context, e.weight / total, e.y, e.control, e.concat) for e in entries)
+    return tuple(GuidanceEntry(e.context, e.weight / total, e.y, e.control, e.concat, e.area) for e in entries)
 
 
 def _weighted(outputs: list[torch.Tensor], entries: Sequence[GuidanceEntry]) -> torch.Tensor:

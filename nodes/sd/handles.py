@@ -158,7 +158,8 @@ class ConditioningEntry:
     family builds the U-Net's `y` vector. `control`: the ControlNets applied to it, in order
     (`controlnet.ControlApplication`s; their residuals are summed). `inpaint`: for inpainting
     U-Nets, the masked image's latent and the mask (an `inpaint.InpaintImage`, set by
-    inpaint_model_conditioning; other models ignore it)."""
+    inpaint_model_conditioning; other models ignore it). `area`: the part of the image the prompt
+    applies to (denoiser.latent_area; None: all of it), set by the area conditioning nodes."""
 
     embedding: torch.Tensor
     pooled: torch.Tensor | None = None
@@ -166,6 +167,7 @@ class ConditioningEntry:
     extra: dict[str, Any] = field(default_factory=dict)
     control: tuple[Any, ...] = ()
     inpaint: Any = None
+    area: tuple[str, float, float, float, float] | None = None  # ("pixels" | "fraction", x, y, width, height)
 
 
 @dataclass(frozen=True, eq=False)

@@ -59,7 +59,7 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
                 from latentgraph.nodes.sd.controlnet import prepare_controls
 
                 control = prepare_controls(e.control, model, size, prepared_controls)
-            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control, concat_for(e)))
+            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control, concat_for(e), e.area))
         return out
 
     if not positive.entries:
