@@ -41,6 +41,7 @@ class RunState:
         self.seq = 0
         self.node: str | None = None
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.disabled: dict[str, str] = {}  # nodes their mode keeps from running → why (bypassed, muted...)
         self.progress: dict[str, Any] | None = None
         self.preview: dict[str, Any] | None = None
         self.log: list[RunMessage] = []
@@ -56,6 +57,7 @@ class RunState:
             self.status = "running"
             self.nodes = {n: {"status": "waiting"} for n in data.get("to_run", [])}
             self.nodes.update({n: {"status": "cached"} for n in data.get("cached", [])})
+            self.disabled = dict(data.get("disabled") or {})
         elif kind == "node_started":
             self.nodes[node] = {"status": "running"}
             self.node = node
@@ -89,7 +91,7 @@ class RunState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "client_id": self.client_id, "seq": self.seq,
-                "node": self.node, "nodes": self.nodes, "progress": self.progress, "preview": self.preview}
+                "node": self.node, "nodes": self.nodes, "disabled": self.disabled, "progress": self.progress, "preview": self.preview}
 
 
 class Connection:
@@ -152,6 +154,9 @@ class EventHub:
         self.connections: set[Connection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._queue_dirty = threading.Event()
+        # Other protocols served from the same events (server/comfyui.py): each tap's
+        # run_event(message, owner client_id) and queue_changed() are called on the loop.
+        self.taps: list[Any] = []
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -263,6 +268,8 @@ class EventHub:
     def close_all(self) -> None:
         for conn in list(self.connections):
             conn.close(CLOSE_GOING_AWAY)
+        for tap in self.taps:
+            tap.close_all()
 
     def _replay(self, conn: Connection, run_id: str, since: int) -> bool:
         """Send a run's events after `since`; False (and an error message) if there is no such run."""
@@ -282,12 +289,22 @@ class EventHub:
         for conn in self.connections:
             if conn.wants(message.run_id, state.client_id):
                 conn.send_run(message)
+        for tap in self.taps:
+            try:
+                tap.run_event(message, state.client_id)
+            except Exception:  # a tap's fault never stops the hub
+                log.exception("event tap %r failed on %s", tap, message.type)
 
     def _broadcast_queue(self) -> None:
         self._queue_dirty.clear()
         text = dumps({"type": "queue", "data": self.queue_state()})
         for conn in self.connections:
             conn.send(text)
+        for tap in self.taps:
+            try:
+                tap.queue_changed()
+            except Exception:
+                log.exception("event tap %r failed on a queue change", tap)
 
 
 __all__ = ["Connection", "EventHub", "PROTOCOL", "RunState"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from latentgraph.engine import NodeRegistry, WorkflowInvalid, find_issues
 from latentgraph.server.errors import ApiError
@@ -42,18 +42,21 @@ class RunService:
         return interrupted, self.queue.load()
 
     def submit(self, workflow: Any, *, client_id: str | None = None, priority: int = 0,
-               outputs: list[str] | None = None) -> tuple[RunRecord, int]:
+               outputs: list[str] | None = None, run_id: str | None = None,
+               extras: Callable[[Any], dict[str, Any]] | None = None) -> tuple[RunRecord, int]:
         """Validate and queue a workflow. Raises WorkflowInvalid with every problem found, or
-        ApiError 429 when the queue (or this client's share of it) is full."""
+        ApiError 429 when the queue (or this client's share of it) is full. `run_id`: the id to give
+        it (default: a new one); `extras`: called with the validated graph, returns what the store
+        keeps with the run (name -> JSON value, RunStore.extras)."""
         self._check_room(client_id)
         graph, issues = find_issues(workflow, self.registry, outputs, services=self.services)
         if graph is None:
             raise WorkflowInvalid(issues)
-        run = RunRecord(id=uuid.uuid4().hex, status=QUEUED, workflow=graph.workflow.to_dict(), priority=priority,
-                        client_id=client_id, outputs=list(outputs) if outputs else None)
+        run = RunRecord(id=run_id or uuid.uuid4().hex, status=QUEUED, workflow=graph.workflow.to_dict(),
+                        priority=priority, client_id=client_id, outputs=list(outputs) if outputs else None)
         queued = server_event(run.id, 1, "run_queued", {"priority": priority, "client_id": client_id,
                                                         "outputs": list(graph.outputs)})
-        self.store.insert(run, [queued.record])
+        self.store.insert(run, [queued.record], extras(graph) if extras is not None else None)
         self.hub.publish(queued, client_id)  # before the queue: a worker may take it at once
         position = self.queue.submit(replace(run))  # the worker's copy changes; this one says "queued"
         return run, position

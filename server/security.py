@@ -6,7 +6,9 @@
 2. Origin: a browser request from another site is refused (403), whatever its method, and so is
    a websocket opened by another site's page. Same-origin requests, requests without an Origin
    (scripts, curl) and origins given with --allow-origin (the editor's dev server) pass.
-3. Token (when one is set): every /api request but /api/health, and the websocket, must carry it,
+3. Token (when one is set): every /api request but /api/health, ComfyUI's API at its own paths
+   (/prompt, /history, /view, /upload/..., /object_info, /queue, /interrupt, ...) and the websocket
+   must carry it,
    as `Authorization: Bearer <token>`, a `token` query parameter, or the `latentgraph_token`
    cookie that opening any page with `?token=<token>` sets (HttpOnly, SameSite=Strict).
 4. Bodies: at most `max_body_bytes` (an upload: `max_upload_bytes`); larger ones get 413 before
@@ -36,8 +38,11 @@ from latentgraph.server.config import ServerConfig, is_loopback
 from latentgraph.server.errors import ApiError
 
 TOKEN_COOKIE = "latentgraph_token"
-UPLOAD_PATHS = ("/api/images", "/api/images/mask", "/api/workflows/import")
+UPLOAD_PATHS = ("/api/images", "/api/images/mask", "/api/workflows/import", "/upload/image", "/upload/mask")
 OPEN_PATHS = ("/api/health",)
+# ComfyUI's API (server/routes/comfyui.py), at ComfyUI's own paths: protected as ours is.
+COMFY_PATHS = ("/prompt", "/history", "/view", "/upload/image", "/upload/mask", "/object_info", "/queue",
+               "/interrupt", "/system_stats", "/embeddings", "/extensions", "/models")
 MULTIPART_SLACK = 64 << 10  # form boundaries and headers around an uploaded file
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 CHECK_ON_LOOP_BYTES = 64 << 10  # a JSON body larger than this is checked in a worker thread
@@ -54,6 +59,8 @@ class Refused(Exception):
 
 
 def _protected(path: str) -> bool:
+    if path in COMFY_PATHS or path.startswith(tuple(f"{p}/" for p in COMFY_PATHS)):
+        return True
     return (path.startswith("/api/") or path in ("/api", "/ws")) and path not in OPEN_PATHS
 
 

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
@@ -50,6 +51,7 @@ class ServerState:
     version: str
     started: float = field(default_factory=time.time)
     backups: BackupScheduler | None = None  # rolling backups of the run database
+    comfy: Any = None  # ComfyUI's API (server/comfyui.py ComfyBridge)
 
     def start(self) -> None:
         """Clear the temporary images, recover the queue, start the worker."""
@@ -65,6 +67,8 @@ class ServerState:
             log.warning("%d run(s) were cut off by the last shutdown and are marked interrupted", len(interrupted))
         if queued:
             log.info("resuming %d queued run(s)", queued)
+        if self.comfy is not None:
+            self.comfy.load()  # what the ComfyUI API needs of the resumed runs, before any starts
         self.dispatcher.start()
 
     def stop(self) -> None:
@@ -105,11 +109,16 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
                             events=EventWriter(store),
                             bounds=StoredBounds(max_string=config.max_stored_value, budget=config.max_stored_run),
                             after_run=retention.maybe_prune)
-    return ServerState(
+    state = ServerState(
         config=config, registry=registry, folders=folders, executor=executor, store=store, queue=queue, hub=hub,
         runs=runs, dispatcher=dispatcher, retention=retention, backups=backups, catalog=CatalogCache(registry, services),
         workflows=WorkflowLibrary(config.bundled_workflows_dir, config.workflows_dir),
         thumbnails=Thumbnails(config.thumbnails_dir, max_pixels=config.max_image_pixels), version=__version__)
+    from latentgraph.server.comfyui import ComfyBridge
+
+    state.comfy = ComfyBridge(state)
+    hub.taps.append(state.comfy)
+    return state
 
 
 class Retention:

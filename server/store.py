@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_extras (  -- what a front end keeps with a run (e.g. 'comfyui': the prompt as sent)
+    run_id    TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    name      TEXT NOT NULL,
+    data      TEXT NOT NULL,     -- JSON
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS run_extras_by_name ON run_extras (name);
 """
 
 
@@ -158,13 +165,16 @@ class RunStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def insert(self, run: RunRecord, events: list[dict[str, Any]] = ()) -> None:
-        """A new run, with its first events (run_queued), in one transaction."""
+    def insert(self, run: RunRecord, events: list[dict[str, Any]] = (), extras: dict[str, Any] | None = None) -> None:
+        """A new run, with its first events (run_queued) and its extras (name -> JSON value, see
+        `extras`), in one transaction."""
         values = [getattr(run, c) for c in _COLUMNS]
         values = [_dumps(v) if c in _JSON_COLUMNS and v is not None else _plain(v) for c, v in zip(_COLUMNS, values)]
         with self._transaction() as db:
             db.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", values)
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", _event_rows(events))
+            db.executemany("INSERT INTO run_extras VALUES (?, ?, ?)",
+                           [(run.id, name, _dumps(value)) for name, value in (extras or {}).items()])
 
     def update(self, run_id: str, **fields: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -234,6 +244,20 @@ class RunStore:
         with self._transaction() as db:
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
+    def delete_finished_with(self, name: str, run_ids: Iterable[str] | None = None) -> int:
+        """Forget the finished runs that have an extra `name` (only those in `run_ids`, when given)."""
+        marks = ", ".join("?" * len(FINISHED))
+        where, params = "", []
+        if run_ids is not None:
+            run_ids = list(run_ids)
+            if not run_ids:
+                return 0
+            where, params = f" AND id IN ({', '.join('?' * len(run_ids))})", run_ids
+        with self._transaction() as db:
+            return db.execute(f"DELETE FROM runs WHERE status IN ({marks}) AND id IN "
+                              f"(SELECT run_id FROM run_extras WHERE name = ?){where}",
+                              (*FINISHED, name, *params)).rowcount
+
     # --- reading ---------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord | None:
@@ -266,15 +290,53 @@ class RunStore:
                                     "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
         return [_record((*_LIGHT_COLUMNS, "workflow"), r) for r in rows], total
 
-    def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+    def events(self, run_id: str, after: int = 0, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """A run's events after seq `after`, in order; `exclude`: event types left out."""
+        exclude = list(exclude)
+        skip = f" AND type NOT IN ({', '.join('?' * len(exclude))})" if exclude else ""
         with self._lock:
-            rows = self._db.execute("SELECT seq, type, timestamp, data FROM events WHERE run_id = ? AND seq > ? "
-                                    "ORDER BY seq", (run_id, after)).fetchall()
+            rows = self._db.execute("SELECT seq, type, timestamp, data FROM events WHERE run_id = ? AND seq > ?"
+                                    f"{skip} ORDER BY seq", (run_id, after, *exclude)).fetchall()
         return [{"type": t, "run_id": run_id, "seq": s, "timestamp": ts, "data": json.loads(d)} for s, t, ts, d in rows]
 
     def last_seq(self, run_id: str) -> int:
         with self._lock:
             return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    def extras(self, name: str, run_ids: Iterable[str]) -> dict[str, Any]:
+        """The extra `name` of each of these runs that has one: run id -> value."""
+        run_ids = list(run_ids)
+        found: dict[str, Any] = {}
+        for start in range(0, len(run_ids), 500):  # within SQLite's bound on parameters
+            chunk = run_ids[start:start + 500]
+            with self._lock:
+                rows = self._db.execute(f"SELECT run_id, data FROM run_extras WHERE name = ? AND run_id IN "
+                                        f"({', '.join('?' * len(chunk))})", (name, *chunk)).fetchall()
+            found.update((run_id, json.loads(data)) for run_id, data in rows)
+        return found
+
+    def finished_with(self, name: str, *, limit: int | None = None, offset: int = 0
+                      ) -> tuple[list[tuple[RunRecord, Any]], int]:
+        """Runs that finished after they started (not those cancelled while queued) and have an
+        extra `name`, oldest first, without their workflows, each with that extra; and how many there
+        are in all."""
+        marks = ", ".join("?" * len(FINISHED))
+        base = (f"FROM runs JOIN run_extras ON run_extras.run_id = runs.id AND run_extras.name = ? "
+                f"WHERE runs.status IN ({marks}) AND runs.started IS NOT NULL")
+        columns = ", ".join(f"runs.{c}" for c in _LIGHT_COLUMNS)
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) {base}", (name, *FINISHED)).fetchone()[0]
+            rows = self._db.execute(f"SELECT {columns}, run_extras.data {base} ORDER BY runs.finished, runs.rowid "
+                                    "LIMIT ? OFFSET ?", (name, *FINISHED, -1 if limit is None else limit,
+                                                         max(0, offset))).fetchall()
+        return [(_record(_LIGHT_COLUMNS, row[:-1]), json.loads(row[-1])) for row in rows], total
+
+    def extra_max(self, name: str, key: str) -> float | None:
+        """The largest number at `key` among the extras `name` (None if there is none)."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(json_extract(data, '$.' || ?)) FROM run_extras WHERE name = ?",
+                                   (key, name)).fetchone()
+        return row[0]
 
     def add_events(self, events: list[dict[str, Any]]) -> None:
         with self._transaction() as db:

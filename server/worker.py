@@ -77,6 +77,7 @@ class LocalWorker:
             unsubscribe()
         return Outcome(result.status, result.results, [e.to_dict() for e in result.errors],
                        {"executed": result.executed, "cached": result.cached, "skipped": result.skipped,
+                        **({"disabled": result.disabled} if result.disabled else {}),  # bypassed, muted
                         "seconds": result.seconds})
 
 

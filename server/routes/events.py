@@ -39,6 +39,11 @@ MAX_SUBSCRIBE = 1000  # run ids in one message, and runs one connection may foll
 
 
 async def event_socket(websocket: WebSocket) -> None:
+    if "clientId" in websocket.query_params and "client_id" not in websocket.query_params:
+        from latentgraph.server.routes.comfyui import comfy_socket
+
+        await comfy_socket(websocket)  # ComfyUI's protocol: its clients connect with ?clientId=
+        return
     client_id = websocket.query_params.get("client_id")
     if client_id is not None and not _CLIENT_ID.match(client_id):
         detail = "client_id must be 1 to 64 letters, digits or _ . : -"
