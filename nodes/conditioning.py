@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
 from latentgraph.nodes import ports
@@ -315,6 +315,125 @@ class ConditioningSetAreaStrength(Node):
 
     def run(self, ctx: RunContext) -> Outputs:
         return self.Outputs(conditioning=_with_area(self.conditioning, None, self.strength))
+
+
+@node("conditioning_set_mask", category="conditioning", title="Conditioning mask")
+class ConditioningSetMask(Node):
+    """Make a prompt apply where a mask is set: its estimate is weighed by the mask (resized to the
+    latent) times the strength against the other prompts there (ComfyUI's ConditioningSetMask).
+    `mask bounds` runs it on the mask's bounding box only (cheaper, and the model sees the region
+    as a whole picture). Combine it with a prompt for the whole image."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="the prompt")
+    mask: Any = Input(port=ports.MASK, description="where it applies (1), and how much")
+    strength: float = Input(1.0, ge=0.0, le=10.0, step=0.01, description="weight against the other prompts there")
+    set_cond_area: Literal["default", "mask bounds"] = Input("default", description="run it on the whole latent, "
+                                                                                    "or on the mask's bounding box")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the prompt, for the masked part")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        mask = self.mask if self.mask.ndim == 3 else self.mask.reshape(1, *self.mask.shape[-2:])
+        entries = tuple(replace(e, mask=mask, mask_strength=self.strength,
+                                mask_bounds=self.set_cond_area == "mask bounds") for e in self.conditioning.entries)
+        return self.Outputs(conditioning=Conditioning(entries))
+
+
+@node("conditioning_set_timestep_range", category="conditioning", title="Conditioning step range")
+class ConditioningSetTimestepRange(Node):
+    """Make a prompt act only during part of the sampling: from `start` to `end`, as fractions of the
+    schedule (0 the first, noisiest step; 1 the end), as ComfyUI measures them. Combine prompts with
+    different ranges to switch prompts part-way. A side with no prompt acting at a step gives a
+    zero estimate there (ComfyUI's rule)."""
+
+    conditioning: Any = Input(port=ports.CONDITIONING, description="the prompt")
+    start: float = Input(0.0, ge=0.0, le=1.0, step=0.001, description="where it starts acting")
+    end: float = Input(1.0, ge=0.0, le=1.0, step=0.001, description="where it stops acting")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the prompt, for that range")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        entries = tuple(replace(e, timestep_range=(self.start, self.end)) for e in self.conditioning.entries)
+        return self.Outputs(conditioning=Conditioning(entries))
+
+
+@node("conditioning_concat", category="conditioning", title="Concatenate conditioning")
+class ConditioningConcat(Node):
+    """Append the tokens of a second prompt to each prompt of the first (ComfyUI's
+    ConditioningConcat): both are read in one cross-attention, unlike Combine's two estimates. The
+    pooled vector and other settings are the first prompt's; only the second's first prompt is used."""
+
+    conditioning_to: Any = Input(port=ports.CONDITIONING, description="the prompt(s) to extend")
+    conditioning_from: Any = Input(port=ports.CONDITIONING, description="the prompt whose tokens are appended")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the longer prompt(s)")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        import torch
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        source = self.conditioning_from.entries[0].embedding
+        entries = []
+        for e in self.conditioning_to.entries:
+            if e.embedding.shape[-1] != source.shape[-1]:
+                raise ValueError(f"the prompts are {e.embedding.shape[-1]} and {source.shape[-1]} channels wide: "
+                                 "encode both with the same checkpoint")
+            entries.append(replace(e, embedding=torch.cat([e.embedding, source.to(e.embedding)], dim=1)))
+        return self.Outputs(conditioning=Conditioning(tuple(entries)))
+
+
+@node("conditioning_average", category="conditioning", title="Average conditioning")
+class ConditioningAverage(Node):
+    """Blend two prompts' encodings: to x strength + from x (1 - strength), token by token (the
+    `from` prompt cut or padded with zeros to the `to` prompt's length) and the pooled vectors
+    alike (ComfyUI's ConditioningAverage). Only the from side's first prompt is used."""
+
+    conditioning_to: Any = Input(port=ports.CONDITIONING, description="the prompt(s) kept at strength 1")
+    conditioning_from: Any = Input(port=ports.CONDITIONING, description="the prompt blended in")
+    conditioning_to_strength: float = Input(1.0, ge=0.0, le=1.0, step=0.01, description="weight of `to`")
+
+    class Outputs(NodeOutputs):
+        conditioning: Any = Output(port=ports.CONDITIONING, description="the blend")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from dataclasses import replace
+
+        import torch
+
+        from latentgraph.nodes.sd.handles import Conditioning
+
+        source = self.conditioning_from.entries[0]
+        weight = self.conditioning_to_strength
+        entries = []
+        for e in self.conditioning_to.entries:
+            if e.embedding.shape[-1] != source.embedding.shape[-1]:
+                raise ValueError(f"the prompts are {e.embedding.shape[-1]} and {source.embedding.shape[-1]} channels "
+                                 "wide: encode both with the same checkpoint")
+            other = source.embedding[:, : e.embedding.shape[1]].to(e.embedding)
+            if other.shape[1] < e.embedding.shape[1]:
+                pad = e.embedding.new_zeros(other.shape[0], e.embedding.shape[1] - other.shape[1], other.shape[2])
+                other = torch.cat([other, pad], dim=1)
+            pooled = e.pooled
+            if source.pooled is not None and pooled is not None:
+                pooled = pooled * weight + source.pooled.to(pooled) * (1.0 - weight)
+            elif source.pooled is not None:
+                pooled = source.pooled
+            entries.append(replace(e, embedding=e.embedding * weight + other * (1.0 - weight), pooled=pooled))
+        return self.Outputs(conditioning=Conditioning(tuple(entries)))
 
 
 @node("sdxl_conditioning", category="conditioning", title="SDXL size conditioning")

@@ -115,7 +115,7 @@ def test_uncovered_pixels_get_zero_as_in_comfyui():
 
 def test_an_area_prompt_with_a_controlnet_is_refused():
     entry = GuidanceEntry(_context(1), control=object(), area=("pixels", 0, 0, 64, 64))
-    with pytest.raises(ValueError, match="a prompt with an area cannot carry a ControlNet"):
+    with pytest.raises(ValueError, match="a prompt with an area or a mask cannot carry a ControlNet"):
         CFGDenoiser(fake_denoiser, [entry], None, 1.0)(torch.randn(1, 4, 16, 16), torch.tensor([1.0]))
 
 
@@ -211,3 +211,127 @@ def test_comfyui_area_conditioning_imports_and_equals_ours(executor):
                                registry=REGISTRY)
     assert strength.workflow["nodes"]["13"] == {"type": "conditioning_set_area_strength", "inputs": {
         "conditioning": {"node": "11", "output": "conditioning"}, "strength": 0.5}}
+
+
+def comfy_masked(x, sigma, context, strength, mask, bounds):
+    """ComfyUI's estimate of one masked prompt alone: mask resized bilinear to the latent, the
+    prompt run on the whole latent or the mask's box, weighed by mask x strength (no ramp)."""
+    height, width = x.shape[2:]
+    mask = torch.nn.functional.interpolate(mask.unsqueeze(1), size=(height, width), mode="bilinear",
+                                           align_corners=False).squeeze(1)
+    top, left, h, w = 0, 0, height, width
+    if bounds:
+        ys, xs = torch.nonzero(mask[0] > 0, as_tuple=True)
+        top, left, h, w = int(ys.min()), int(xs.min()), int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+    out, count = torch.zeros_like(x), torch.ones_like(x) * 1e-37
+    mult = mask[:, top:top + h, left:left + w].unsqueeze(1).repeat(1, x.shape[1], 1, 1) * strength
+    out[:, :, top:top + h, left:left + w] += fake_denoiser(x[:, :, top:top + h, left:left + w], sigma, context) * mult
+    count[:, :, top:top + h, left:left + w] += mult
+    return out / count, count
+
+
+@pytest.mark.parametrize("bounds", [False, True])
+def test_a_masked_prompt_is_weighed_by_its_mask_as_in_comfyui(bounds):
+    x = torch.randn(1, 4, 16, 24, generator=torch.Generator().manual_seed(5))
+    sigma = torch.tensor([3.0])
+    mask = torch.zeros(1, 128, 192)
+    mask[:, 30:90, 100:180] = 1.0
+    mask[:, 60:70, 20:40] = 0.5
+    entry = GuidanceEntry(_context(1), mask=mask, mask_strength=0.8, mask_bounds=bounds)
+    ours = CFGDenoiser(fake_denoiser, [entry], None, 1.0)(x, sigma)
+    expected, count = comfy_masked(x, sigma, _context(1), 0.8, mask, bounds)
+    covered = count > 1e-30
+    assert torch.allclose(ours[covered], expected[covered], atol=1e-6) and torch.equal(ours[~covered], expected[~covered])
+
+
+def test_a_prompt_acts_only_in_its_noise_level_range():
+    x = torch.randn(1, 4, 8, 8)
+    a, b = GuidanceEntry(_context(1)), GuidanceEntry(_context(2), sigma_range=(5.0, 2.0))
+    for level, active in ((6.0, False), (5.0, True), (3.0, True), (2.0, True), (1.0, False)):
+        sigma = torch.tensor([level])
+        both = CFGDenoiser(fake_denoiser, [a, b], None, 1.0)(x, sigma)
+        expected = CFGDenoiser(fake_denoiser, [a, b] if active else [a], None, 1.0)(x, sigma)
+        assert torch.allclose(both, expected, atol=1e-6), level
+    alone = CFGDenoiser(fake_denoiser, [b], None, 1.0)(x, torch.tensor([9.0]))
+    assert torch.equal(alone, torch.zeros_like(x))  # nobody acts: zero, as ComfyUI
+
+
+def _conditioning(*embeddings, pooled=None):
+    from latentgraph.nodes.sd.handles import Conditioning, ConditioningEntry
+
+    return Conditioning(tuple(ConditioningEntry(e, pooled) for e in embeddings))
+
+
+def test_concat_and_average_follow_comfyuis_formulas():
+    from latentgraph.nodes.conditioning import ConditioningAverage, ConditioningConcat
+
+    to, other = _context(1)[:, :77], torch.cat([_context(2), _context(3)], dim=1)  # 77 and 154 tokens
+    pooled_to, pooled_from = torch.randn(1, 64), torch.randn(1, 64)
+    out = ConditioningConcat(conditioning_to=_conditioning(to, pooled=pooled_to),
+                             conditioning_from=_conditioning(other)).run(None).conditioning.entries[0]
+    assert torch.equal(out.embedding, torch.cat([to, other], dim=1)) and torch.equal(out.pooled, pooled_to)
+    avg = ConditioningAverage(conditioning_to=_conditioning(to, pooled=pooled_to),
+                              conditioning_from=_conditioning(other, pooled=pooled_from),
+                              conditioning_to_strength=0.3).run(None).conditioning.entries[0]
+    assert torch.allclose(avg.embedding, to * 0.3 + other[:, :77] * 0.7)  # cut to the `to` length
+    assert torch.allclose(avg.pooled, pooled_to * 0.3 + pooled_from * 0.7)
+    short = ConditioningAverage(conditioning_to=_conditioning(other), conditioning_from=_conditioning(to),
+                                conditioning_to_strength=0.5).run(None).conditioning.entries[0]
+    assert torch.allclose(short.embedding, other * 0.5 + torch.cat([to, torch.zeros_like(to)], dim=1) * 0.5)
+
+
+def test_comfyui_mask_range_concat_and_average_import_and_run_as_ours(executor):
+    from PIL import Image
+
+    mask = np.zeros((64, 64, 4), dtype=np.uint8)
+    mask[..., :3] = 128
+    mask[:, :32, 3] = 255  # opaque left half: LoadImage's mask (1 - alpha) is the right half
+    executor.services.folders.inputs.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask, "RGBA").save(executor.services.folders.inputs / "half.png")
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "latentgraph-demo.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a gray background", "clip": ["4", 1]}},
+        "10": {"class_type": "CLIPTextEncode", "inputs": {"text": "a large red circle", "clip": ["4", 1]}},
+        "14": {"class_type": "CLIPTextEncode", "inputs": {"text": "a green square", "clip": ["4", 1]}},
+        "15": {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["10", 0], "conditioning_from": ["14", 0]}},
+        "16": {"class_type": "ConditioningAverage", "inputs": {"conditioning_to": ["6", 0], "conditioning_from": ["14", 0],
+                                                               "conditioning_to_strength": 0.7}},
+        "17": {"class_type": "LoadImage", "inputs": {"image": "half.png", "upload": "image"}},
+        "11": {"class_type": "ConditioningSetMask", "inputs": {"conditioning": ["15", 0], "mask": ["17", 1],
+                                                               "strength": 1.2, "set_cond_area": "mask bounds"}},
+        "18": {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["11", 0], "start": 0.0, "end": 0.6}},
+        "12": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["16", 0], "conditioning_2": ["18", 0]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": 2, "steps": 6, "cfg": 3.0, "sampler_name": "euler",
+                                                   "scheduler": "karras", "denoise": 1.0, "model": ["4", 0],
+                                                   "positive": ["12", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    result = import_document(prompt, registry=REGISTRY, services=executor.services)
+    assert result.report.ok and result.report.empty, result.report.to_dict()
+    ours = copy.deepcopy(WORKFLOW)
+    nodes = ours["nodes"]
+    nodes["bg"]["inputs"]["text"] = "a gray background"
+    nodes["sq"] = {"type": "clip_text_encode", "inputs": {"clip": {"node": "ck", "output": "clip"}, "text": "a green square"}}
+    nodes["cat"] = {"type": "conditioning_concat", "inputs": {"conditioning_to": {"node": "obj", "output": "conditioning"},
+                                                              "conditioning_from": {"node": "sq", "output": "conditioning"}}}
+    nodes["avg"] = {"type": "conditioning_average", "inputs": {"conditioning_to": {"node": "bg", "output": "conditioning"},
+                                                               "conditioning_from": {"node": "sq", "output": "conditioning"},
+                                                               "conditioning_to_strength": 0.7}}
+    nodes["img"] = {"type": "load_image", "inputs": {"image": "half.png"}}
+    nodes["area"] = {"type": "conditioning_set_mask", "inputs": {"conditioning": {"node": "cat", "output": "conditioning"},
+                                                                 "mask": {"node": "img", "output": "mask"}, "strength": 1.2,
+                                                                 "set_cond_area": "mask bounds"}}
+    nodes["range"] = {"type": "conditioning_set_timestep_range",
+                      "inputs": {"conditioning": {"node": "area", "output": "conditioning"}, "start": 0.0, "end": 0.6}}
+    nodes["both"]["inputs"] = {"a": {"node": "avg", "output": "conditioning"}, "b": {"node": "range", "output": "conditioning"}}
+    nodes["s"]["inputs"]["seed"] = 2
+    nodes["s"]["inputs"]["cfg"] = 3.0
+    mine = _image(executor, ours)
+    assert np.array_equal(_image(executor, result.workflow), mine)
+    plain = copy.deepcopy(ours)
+    plain["nodes"]["both"]["inputs"]["b"] = {"node": "avg", "output": "conditioning"}
+    change = np.abs(mine - _image(executor, plain)).mean(axis=(0, 2))
+    assert change[32:].mean() > 2 * change[:24].mean() > 0  # the masked (right) half changed most

@@ -214,14 +214,14 @@ def test_cli_run_takes_a_comfyui_workflow_and_refuses_unmapped_nodes(tmp_path, c
     out = tmp_path / "out"
     assert main(["run", str(ui), "-q", "--output-dir", str(out), "--models-dir", str(tmp_path / "models")]) == 0
     document = _demo_ui()
-    document["nodes"].append({"id": 12, "type": "ConditioningSetMask", "mode": 0, "widgets_values": [1.0, "default"],
+    document["nodes"].append({"id": 12, "type": "unCLIPConditioning", "mode": 0, "widgets_values": [1.0, 0.0],
                               "inputs": [{"name": "conditioning", "type": "CONDITIONING", "link": 12}], "outputs": []})
     document["links"].append([12, 6, 0, 12, 0, "CONDITIONING"])
     ui.write_text(json.dumps(document))
     capsys.readouterr()
     assert main(["run", str(ui), "-q", "--output-dir", str(out), "--models-dir", str(tmp_path / "models")]) == 1
     err = capsys.readouterr().err
-    assert "import: unmapped node 12 (ConditioningSetMask): masked conditioning is not supported yet" in err
+    assert "import: unmapped node 12 (unCLIPConditioning): unCLIP models are not supported" in err
     assert "cannot map" in err
 
 

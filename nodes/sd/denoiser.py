@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import torch
@@ -134,6 +134,18 @@ class GuidanceEntry:
     control: Any = None
     concat: torch.Tensor | None = None
     area: tuple[str, float, float, float, float] | None = None  # see `latent_area`
+    sigma_range: tuple[float, float] | None = None  # (highest, lowest) noise level at which it acts
+    mask: torch.Tensor | None = None  # [1 or B, H, W] in [0, 1] at any size: where it acts, and how much
+    mask_strength: float = 1.0
+    mask_bounds: bool = False  # run it on the mask's bounding box only (ComfyUI's "mask bounds")
+
+    @property
+    def special(self) -> bool:
+        """It needs the per-prompt path (an area, a mask or a noise-level range)."""
+        return self.area is not None or self.mask is not None or self.sigma_range is not None
+
+    def acts_at(self, sigma: float) -> bool:
+        return self.sigma_range is None or self.sigma_range[0] >= sigma >= self.sigma_range[1]
 
 
 AREA_FUZZ = 8  # latent pixels over which an area's weight ramps up from its inner edges (ComfyUI's rule)
@@ -198,7 +210,10 @@ class CFGDenoiser:
     Area prompts (`GuidanceEntry.area`, set by the area conditioning nodes): a prompt with an area
     is run on that part of the latent only, and each side's estimate is, pixel by pixel, the
     weighted mean of the estimates covering it (weights from `area_weight`; a pixel no prompt of
-    a side covers gets 0 there, as in ComfyUI). Such steps make one network call per prompt.
+    a side covers gets 0 there, as in ComfyUI). A prompt with a mask weighs its estimate by the
+    mask (resized to the latent, bilinear) times its mask strength, over the whole latent or the
+    mask's bounding box. A prompt with a noise-level range is left out of the steps outside it.
+    Steps with such prompts make one network call per prompt.
     """
 
     def __init__(self, denoiser: DenoiserFn, positive: Sequence[GuidanceEntry] | torch.Tensor,
@@ -218,7 +233,7 @@ class CFGDenoiser:
         """Guided denoised estimate of `x` at noise levels `sigma` ([B])."""
         guided = self.negative is not None and self.cfg_scale != 1.0
         entries = [*self.positive, *(self.negative if guided else ())]
-        if any(e.area is not None for e in entries):
+        if any(e.special for e in entries):
             cond = self._by_area(x, sigma, self.positive, "cond")
             if not guided:
                 return cond
@@ -264,25 +279,50 @@ class CFGDenoiser:
         batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
         total = torch.zeros_like(x)
         count = torch.full_like(x, 1e-37)  # a pixel nobody covers ends 0, not NaN
+        level = float(sigma.max())
         for entry in side:
-            if entry.control:
-                raise ValueError("a prompt with an area cannot carry a ControlNet here; apply the ControlNet to a "
-                                 "prompt without an area")
-            top, left, rows, cols = (latent_area(entry.area, height, width) if entry.area is not None
-                                     else (0, 0, height, width))
+            if not entry.acts_at(level):
+                continue
+            if entry.control and (entry.area is not None or entry.mask is not None):
+                raise ValueError("a prompt with an area or a mask cannot carry a ControlNet here; apply the "
+                                 "ControlNet to a prompt without one")
+            mask = self._latent_mask(entry, batch, height, width) if entry.mask is not None else None
+            if entry.area is not None:
+                top, left, rows, cols = latent_area(entry.area, height, width)
+            elif mask is not None and entry.mask_bounds:
+                top, left, rows, cols = _bounds(mask, height, width)
+            else:
+                top, left, rows, cols = 0, 0, height, width
             region = (..., slice(top, top + rows), slice(left, left + cols))
             context = _match_batch(entry.context, batch, name)
             extra = {}
             if entry.concat is not None:
                 extra["concat"] = _match_batch(entry.concat, batch, "concat")[region]
             y = _match_batch(entry.y, batch, "y") if entry.y is not None else None
+            if entry.control:
+                extra["control"] = [entry.control]  # one chunk: this prompt's ControlNets
             crop = x[region]
             out = (self.denoiser(crop, sigma, context, y, **extra) if y is not None or extra
                    else self.denoiser(crop, sigma, context))
-            weight = area_weight(top, left, rows, cols, height, width, entry.weight).to(x)
+            if mask is not None:
+                weight = mask[region] * (entry.mask_strength * entry.weight)
+            else:
+                weight = area_weight(top, left, rows, cols, height, width, entry.weight).to(x)
             total[region] += out * weight
             count[region] += weight
         return total / count
+
+    def _latent_mask(self, entry: GuidanceEntry, batch: int, height: int, width: int) -> torch.Tensor:
+        """The entry's mask at the latent's size, [B, 1, H, W] (computed once per size)."""
+        cache = self.__dict__.setdefault("_masks", {})
+        key = (id(entry.mask), batch, height, width)
+        if key not in cache:
+            mask = entry.mask if entry.mask.ndim == 3 else entry.mask.reshape(1, *entry.mask.shape[-2:])
+            mask = mask.float().unsqueeze(1)
+            if mask.shape[-2:] != (height, width):
+                mask = torch.nn.functional.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
+            cache[key] = _match_batch(mask, batch, "mask")
+        return cache[key]
 
     def _rescaled(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
         """CFG rescale (see the class doc) of the guided denoised estimate, in the output space."""
@@ -303,7 +343,18 @@ def _entries(side: Sequence[GuidanceEntry] | torch.Tensor, name: str) -> tuple[G
     total = sum(e.weight for e in entries)
     if not total > 0:
         raise ValueError(f"the {name} prompts' strengths add up to {total}; at least one must be above 0")
-    return tuple(GuidanceEntry(e.context, e.weight / total, e.y, e.control, e.concat, e.area) for e in entries)
+    return tuple(replace(e, weight=e.weight / total) for e in entries)
+
+
+def _bounds(mask: torch.Tensor, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, rows, columns) of the box around the mask's non-zero pixels (any batch item);
+    an empty mask gives an 8x8 box at the corner (ComfyUI's fallback)."""
+    rows = torch.nonzero(mask.abs().amax(dim=(0, 1, 3)) > 0).flatten()
+    cols = torch.nonzero(mask.abs().amax(dim=(0, 1, 2)) > 0).flatten()
+    if rows.numel() == 0 or cols.numel() == 0:
+        return 0, 0, min(8, height), min(8, width)
+    top, left = int(rows[0]), int(cols[0])
+    return top, left, int(rows[-1]) - top + 1, int(cols[-1]) - left + 1
 
 
 def _weighted(outputs: list[torch.Tensor], entries: Sequence[GuidanceEntry]) -> torch.Tensor:

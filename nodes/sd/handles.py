@@ -159,7 +159,9 @@ class ConditioningEntry:
     (`controlnet.ControlApplication`s; their residuals are summed). `inpaint`: for inpainting
     U-Nets, the masked image's latent and the mask (an `inpaint.InpaintImage`, set by
     inpaint_model_conditioning; other models ignore it). `area`: the part of the image the prompt
-    applies to (denoiser.latent_area; None: all of it), set by the area conditioning nodes."""
+    applies to (denoiser.latent_area; None: all of it), set by the area conditioning nodes;
+    `timestep_range`, `mask`, `mask_strength`, `mask_bounds`: see conditioning_set_timestep_range
+    and conditioning_set_mask."""
 
     embedding: torch.Tensor
     pooled: torch.Tensor | None = None
@@ -168,6 +170,10 @@ class ConditioningEntry:
     control: tuple[Any, ...] = ()
     inpaint: Any = None
     area: tuple[str, float, float, float, float] | None = None  # ("pixels" | "fraction", x, y, width, height)
+    timestep_range: tuple[float, float] | None = None  # (start, end) percent of the schedule it acts in
+    mask: torch.Tensor | None = None  # [1 or B, H, W]: where it acts (conditioning_set_mask)
+    mask_strength: float = 1.0
+    mask_bounds: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -59,7 +59,15 @@ def guided_model(model: DiffusionModel, positive: Conditioning, negative: Condit
                 from latentgraph.nodes.sd.controlnet import prepare_controls
 
                 control = prepare_controls(e.control, model, size, prepared_controls)
-            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control, concat_for(e), e.area))
+            sigma_range = None
+            if e.timestep_range is not None:
+                from latentgraph.nodes.sd.controlnet import percent_to_sigma
+
+                sigma_range = (percent_to_sigma(model.schedule, e.timestep_range[0]),
+                               percent_to_sigma(model.schedule, e.timestep_range[1]))
+            out.append(GuidanceEntry(e.embedding.to(device, torch.float32), e.strength, y, control, concat_for(e),
+                                     e.area, sigma_range, None if e.mask is None else e.mask.to(device),
+                                     e.mask_strength, e.mask_bounds))
         return out
 
     if not positive.entries:
