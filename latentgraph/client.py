@@ -179,6 +179,18 @@ class Client:
     def save_workflow(self, name: str, workflow: WorkflowSource) -> dict[str, Any]:
         return self.request("PUT", f"/api/workflows/{quote(name)}", json=load_workflow(workflow)).json()
 
+    def import_workflow(self, source: str | Path | bytes | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Convert a ComfyUI workflow (a .json or .png path, its bytes, or a decoded UI- or API-format
+        document) on the server: (our workflow, the import report). The report's `ok` is False when
+        some node could not be mapped; the workflow then holds the rest."""
+        if isinstance(source, dict):
+            data, kind = json.dumps(source).encode(), "application/json"
+        else:
+            data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+            kind = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "application/json"
+        answer = self.request("POST", "/api/workflows/import", content=data, headers={"Content-Type": kind}).json()
+        return answer["workflow"], answer["report"]
+
     def delete_workflow(self, name: str) -> None:
         self.request("DELETE", f"/api/workflows/{quote(name)}")
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from latentgraph.client import Client, preview_image
+from latentgraph.client import ApiError, Client, preview_image
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
 from test_server_support import ROOT, submit, wait_for, wait_run
 
@@ -131,3 +131,38 @@ def test_a_server_killed_mid_run_marks_it_interrupted_and_resumes_the_queue(sd_r
         resumed = wait_run(api, waiting, timeout=30)
         assert resumed["status"] == "succeeded" and resumed["images"][0]["filename"] == "txt2img_00001_.png"
         assert api.get(f"/api/images/output/{resumed['images'][0]['filename']}").status_code == 200
+
+
+def test_client_imports_a_comfyui_workflow_and_runs_it(sd_root, start_server):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEMO_NAME}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 2, "cfg": 2.0, "sampler_name": "euler",
+                                                   "scheduler": "karras", "denoise": 1.0, "model": ["4", 0],
+                                                   "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "comfy", "images": ["8", 0]}},
+        "10": {"class_type": "FancyCustomNode", "inputs": {"image": ["8", 0]}},
+    }
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(prompt))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    server = start_server()
+    with Client(server.url) as client:
+        workflow, report = client.import_workflow(buffer.getvalue())
+        assert report["format"] == "comfyui-api" and not report["ok"]
+        assert [(u["id"], u["type"]) for u in report["unmapped"]] == [("10", "FancyCustomNode")]
+        del prompt["10"]
+        workflow, report = client.import_workflow(prompt)
+        assert report["ok"] and not report["missing_files"] and workflow["nodes"]["3"]["type"] == "ksampler"
+        run = client.run(workflow)
+        assert run.ok and run.image_refs() == [{"filename": "comfy_00001_.png", "subfolder": "", "type": "output"}]
+        with pytest.raises(ApiError) as refused:
+            client.import_workflow(b"not a workflow")
+        assert refused.value.status == 400 and "not valid JSON" in str(refused.value)
