@@ -330,6 +330,23 @@ class CfgGuider(Node):
         return self.Outputs(guider=Guider(self.model, self.positive, self.negative, self.cfg))
 
 
+@node("basic_guider", category="sampling/custom", title="Guider without CFG")
+class BasicGuider(Node):
+    """A model with one prompt and no classifier-free guidance (ComfyUI's BasicGuider): one model
+    call a step, as cfg 1. For models distilled to work without guidance."""
+
+    model: Any = Input(port=ports.MODEL, description="the diffusion model")
+    conditioning: Any = Input(port=ports.CONDITIONING, description="what the image should show")
+
+    class Outputs(NodeOutputs):
+        guider: Any = Output(port=ports.GUIDER, description="the model with its prompt")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from latentgraph.nodes.sd.handles import Guider
+
+        return self.Outputs(guider=Guider(self.model, self.conditioning, self.conditioning, 1.0))
+
+
 @node("sampler_custom_advanced", category="sampling/custom", title="Sample with guider")
 class SamplerCustomAdvanced(Node):
     """Sample a latent with every stage chosen apart (ComfyUI's SamplerCustomAdvanced): starting
@@ -370,6 +387,50 @@ class DisableNoise(Node):
         from latentgraph.nodes.sd.handles import DisabledNoise
 
         return self.Outputs(noise=DisabledNoise(self.seed))
+
+
+@node("exponential_scheduler", category="sampling/custom", title="Exponential schedule")
+class ExponentialScheduler(Node):
+    """Noise levels evenly spaced in log-sigma between a highest and a lowest level you give
+    (ComfyUI's ExponentialScheduler; the defaults are SD1.x's training range). The Schedule node's
+    exponential is the same spacing over the model's own range."""
+
+    steps: int = Input(20, ge=1, le=10000, description="sampling steps")
+    sigma_max: float = Input(14.614642, gt=0.0, le=5000.0, step=0.01, description="the first (highest) noise level")
+    sigma_min: float = Input(0.0291675, gt=0.0, le=5000.0, step=0.01, description="the last noise level before 0")
+
+    class Outputs(NodeOutputs):
+        sigmas: Any = Output(port=ports.SIGMAS, description="steps + 1 noise levels ending in 0")
+
+    @classmethod
+    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
+        return _steps_within_limits(inputs, services)
+
+    def run(self, ctx: RunContext) -> Outputs:
+        from latentgraph.nodes.sd.schedules import exponential_between
+
+        require_within(services_of(ctx).limits, "the schedule", steps=self.steps)
+        if self.sigma_min > self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) is above sigma_max ({self.sigma_max}): the levels must "
+                             "go down")
+        return self.Outputs(sigmas=exponential_between(self.sigma_min, self.sigma_max, self.steps))
+
+
+@node("split_sigmas", category="sampling/custom", title="Split sigmas")
+class SplitSigmas(Node):
+    """Cut a schedule at a step (ComfyUI's SplitSigmas): the high part walks the first `step` steps,
+    the low part the rest, both sharing the level at the cut, so two samplers can share one
+    schedule (e.g. base then refiner)."""
+
+    sigmas: Any = Input(port=ports.SIGMAS, description="the schedule to cut")
+    step: int = Input(0, ge=0, le=10000, description="steps in the high part")
+
+    class Outputs(NodeOutputs):
+        high_sigmas: Any = Output(port=ports.SIGMAS, description="levels 0 to step")
+        low_sigmas: Any = Output(port=ports.SIGMAS, description="levels step to the end")
+
+    def run(self, ctx: RunContext) -> Outputs:
+        return self.Outputs(high_sigmas=self.sigmas[: self.step + 1], low_sigmas=self.sigmas[self.step:])
 
 
 @node("karras_scheduler", category="sampling/custom", title="Karras schedule")

@@ -252,3 +252,54 @@ def test_a_subgraph_nested_in_itself_is_expanded_to_the_depth_limit_and_reported
     report = import_document(document, registry=REGISTRY).report
     assert not report.ok and "nested more than 16 levels deep" in report.unmapped[0]["reason"]
     assert report.unmapped[0]["id"] == "1" + ":2" * 16
+
+
+def test_split_sigmas_exponential_schedule_and_basic_guider(executor):
+    """ComfyUI's SplitSigmas / ExponentialScheduler / BasicGuider: a split schedule walked by two
+    samplers equals one sampler walking it whole; the exponential spacing is ComfyUI's formula;
+    BasicGuider equals CFGGuider at cfg 1."""
+    import math
+
+    import torch
+
+    from latentgraph.nodes.sd.schedules import exponential_between
+
+    expected = torch.cat([torch.linspace(math.log(14.6), math.log(0.03), 7, dtype=torch.float64).exp(),
+                          torch.zeros(1, dtype=torch.float64)]).float()
+    assert torch.equal(exponential_between(0.03, 14.6, 7), expected)
+
+    def prompt(split: bool, guider: str) -> dict:
+        nodes = {
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "latentgraph-demo.safetensors"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a green triangle, bottom", "clip": ["4", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "20": {"class_type": "ExponentialScheduler", "inputs": {"steps": 6, "sigma_max": 14.6, "sigma_min": 0.03}},
+            "21": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+            "22": {"class_type": "RandomNoise", "inputs": {"noise_seed": 4}},
+            "23": ({"class_type": "CFGGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                          "cfg": 1.0}} if guider == "cfg"
+                   else {"class_type": "BasicGuider", "inputs": {"model": ["4", 0], "conditioning": ["6", 0]}}),
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["25" if split else "24", 0], "vae": ["4", 2]}},
+            "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+        }
+        if split:
+            nodes["30"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": ["20", 0], "step": 2}}
+            nodes["31"] = {"class_type": "DisableNoise", "inputs": {}}
+            nodes["24"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["22", 0], "guider": ["23", 0],
+                                                                             "sampler": ["21", 0], "sigmas": ["30", 0],
+                                                                             "latent_image": ["5", 0]}}
+            nodes["25"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["31", 0], "guider": ["23", 0],
+                                                                             "sampler": ["21", 0], "sigmas": ["30", 1],
+                                                                             "latent_image": ["24", 0]}}
+        else:
+            nodes["24"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["22", 0], "guider": ["23", 0],
+                                                                             "sampler": ["21", 0], "sigmas": ["20", 0],
+                                                                             "latent_image": ["5", 0]}}
+        result = import_document(nodes, registry=REGISTRY, services=executor.services)
+        assert result.report.ok and result.report.empty, result.report.to_dict()
+        return result.workflow
+
+    whole = _pixels(executor, prompt(False, "basic"))
+    assert np.array_equal(_pixels(executor, prompt(True, "basic")), whole)
+    assert np.array_equal(_pixels(executor, prompt(False, "cfg")), whole)

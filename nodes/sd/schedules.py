@@ -155,8 +155,13 @@ def karras_between(sigma_min: float, sigma_max: float, steps: int, rho: float = 
 
 
 def exponential_sigmas(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
-    """Evenly spaced in log-sigma from sigma_max to sigma_min."""
-    log_sigmas = torch.linspace(math.log(schedule.sigma_max), math.log(schedule.sigma_min), steps, dtype=torch.float64)
+    """Evenly spaced in log-sigma over the model's training range (see `exponential_between`)."""
+    return exponential_between(schedule.sigma_min, schedule.sigma_max, steps)
+
+
+def exponential_between(sigma_min: float, sigma_max: float, steps: int) -> torch.Tensor:
+    """`steps` sigmas evenly spaced in log-sigma from sigma_max down to sigma_min, then 0."""
+    log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float64)
     return _with_final_zero(log_sigmas.exp())
 
 
