@@ -303,3 +303,14 @@ def test_split_sigmas_exponential_schedule_and_basic_guider(executor):
     whole = _pixels(executor, prompt(False, "basic"))
     assert np.array_equal(_pixels(executor, prompt(True, "basic")), whole)
     assert np.array_equal(_pixels(executor, prompt(False, "cfg")), whole)
+
+
+def test_a_linked_value_that_decides_the_mapping_is_reported():
+    prompt = {
+        "1": {"class_type": "PrimitiveBoolean", "inputs": {"value": False}},
+        "2": {"class_type": "SamplerCustom", "inputs": {"add_noise": ["1", 0], "noise_seed": 3, "cfg": 2.0}},
+    }
+    result = import_document(prompt, registry=REGISTRY)
+    (entry,) = [v for v in result.report.values if v["input"] == "add_noise"]
+    assert entry["id"] == "2" and "comes from a link" in entry["message"]
+    assert result.workflow["nodes"]["2:noise"]["type"] == "noise"  # the default: add noise

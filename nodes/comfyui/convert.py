@@ -549,6 +549,8 @@ def import_document(source: Any, *, registry: Any, services: Any = None) -> Impo
             nodes[cnode.id] = {"type": cnode.type, "inputs": inputs}
             if cnode.title:
                 nodes[cnode.id]["title"] = cnode.title
+            if cnode.mode:  # a muted custom node (and what only it feeds) does not keep the rest from running
+                nodes[cnode.id]["mode"] = cnode.mode
             if layout:
                 ui[cnode.id] = layout
             continue
@@ -571,6 +573,12 @@ def import_document(source: Any, *, registry: Any, services: Any = None) -> Impo
                                         "Latentgraph and was dropped")
                 continue
             names[spec.ours] = spec.name
+            if isinstance(value, _Link) and isinstance(spec, Widget) and spec.literal_only:
+                report.values.append({"id": cnode.id, "type": cnode.type, "input": spec.name, "value": None,
+                                      "message": "comes from a link, which the importer cannot follow here (it "
+                                                 "decides which Latentgraph nodes this becomes); the default is used: "
+                                                 "set the value on the node"})
+                continue
             if isinstance(value, _Link):
                 target = link_value(value, cnode, spec.name)
                 if target is not None:

@@ -36,6 +36,7 @@ class Widget:
     control: bool = False  # followed in widgets_values by a control_after_generate value
     trailing: int = 0  # UI-only slots after it (the `upload` button ComfyUI adds after an image node's last widget)
     optional: bool = False
+    literal_only: bool = False  # decides which of our nodes it becomes: a link into it cannot be followed
 
     socket = False
 
@@ -283,7 +284,7 @@ MAPPINGS: tuple[NodeMap, ...] = (
        Socket("negative", "negative", "CONDITIONING"), Widget("cfg", "cfg")),
       (("GUIDER", "guider"),), display="CFGGuider", category="sampling/custom_sampling/guiders"),
     M("SamplerCustom", "guided_sampler",
-      (Socket("model", "model", "MODEL"), Widget("add_noise", "add_noise", comfy=("BOOLEAN", {"default": True})),
+      (Socket("model", "model", "MODEL"), Widget("add_noise", "add_noise", comfy=("BOOLEAN", {"default": True}), literal_only=True),
        Widget("noise_seed", "seed", control=True, comfy=SEED), Widget("cfg", "cfg"),
        Socket("positive", "positive", "CONDITIONING"), Socket("negative", "negative", "CONDITIONING"),
        Socket("sampler", "sampler", "SAMPLER"), Socket("sigmas", "sigmas", "SIGMAS"),
