@@ -389,33 +389,6 @@ class DisableNoise(Node):
         return self.Outputs(noise=DisabledNoise(self.seed))
 
 
-@node("exponential_scheduler", category="sampling/custom", title="Exponential schedule")
-class ExponentialScheduler(Node):
-    """Noise levels evenly spaced in log-sigma between a highest and a lowest level you give
-    (ComfyUI's ExponentialScheduler; the defaults are SD1.x's training range). The Schedule node's
-    exponential is the same spacing over the model's own range."""
-
-    steps: int = Input(20, ge=1, le=10000, description="sampling steps")
-    sigma_max: float = Input(14.614642, gt=0.0, le=5000.0, step=0.01, description="the first (highest) noise level")
-    sigma_min: float = Input(0.0291675, gt=0.0, le=5000.0, step=0.01, description="the last noise level before 0")
-
-    class Outputs(NodeOutputs):
-        sigmas: Any = Output(port=ports.SIGMAS, description="steps + 1 noise levels ending in 0")
-
-    @classmethod
-    def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
-        return _steps_within_limits(inputs, services)
-
-    def run(self, ctx: RunContext) -> Outputs:
-        from latentgraph.nodes.sd.schedules import exponential_between
-
-        require_within(services_of(ctx).limits, "the schedule", steps=self.steps)
-        if self.sigma_min > self.sigma_max:
-            raise ValueError(f"sigma_min ({self.sigma_min}) is above sigma_max ({self.sigma_max}): the levels must "
-                             "go down")
-        return self.Outputs(sigmas=exponential_between(self.sigma_min, self.sigma_max, self.steps))
-
-
 @node("split_sigmas", category="sampling/custom", title="Split sigmas")
 class SplitSigmas(Node):
     """Cut a schedule at a step (ComfyUI's SplitSigmas): the high part walks the first `step` steps,
@@ -433,17 +406,13 @@ class SplitSigmas(Node):
         return self.Outputs(high_sigmas=self.sigmas[: self.step + 1], low_sigmas=self.sigmas[self.step:])
 
 
-@node("karras_scheduler", category="sampling/custom", title="Karras schedule")
-class KarrasScheduler(Node):
-    """Noise levels (sigmas) spaced as Karras et al. (2022) propose, between a highest and a lowest
-    level you give (ComfyUI's KarrasScheduler; the defaults are SD1.x's training range). The
-    Schedule node's karras is the same spacing over the model's own range. rho sets where steps
-    crowd: higher spends more of them at low noise."""
+class _ScheduleBetween(Node):
+    """Noise levels between a highest and a lowest level you give (the defaults are SD1.x's
+    training range); subclasses say how they are spaced (`_spaced`)."""
 
     steps: int = Input(20, ge=1, le=10000, description="sampling steps")
     sigma_max: float = Input(14.614642, gt=0.0, le=5000.0, step=0.01, description="the first (highest) noise level")
     sigma_min: float = Input(0.0291675, gt=0.0, le=5000.0, step=0.01, description="the last noise level before 0")
-    rho: float = Input(7.0, gt=0.0, le=100.0, step=0.01, description="spacing exponent (7 in the paper)")
 
     class Outputs(NodeOutputs):
         sigmas: Any = Output(port=ports.SIGMAS, description="steps + 1 noise levels ending in 0")
@@ -452,11 +421,41 @@ class KarrasScheduler(Node):
     def check_limits(cls, inputs: dict[str, Any], services: Any) -> Iterator[tuple[str | None, str]]:
         return _steps_within_limits(inputs, services)
 
-    def run(self, ctx: RunContext) -> Outputs:
-        from latentgraph.nodes.sd.schedules import karras_between
+    def _spaced(self) -> Any:
+        raise NotImplementedError
 
+    def run(self, ctx: RunContext) -> Outputs:
         require_within(services_of(ctx).limits, "the schedule", steps=self.steps)
         if self.sigma_min > self.sigma_max:
             raise ValueError(f"sigma_min ({self.sigma_min}) is above sigma_max ({self.sigma_max}): the levels must "
                              "go down")
-        return self.Outputs(sigmas=karras_between(self.sigma_min, self.sigma_max, self.steps, self.rho))
+        return self.Outputs(sigmas=self._spaced())
+
+
+@node("karras_scheduler", category="sampling/custom", title="Karras schedule")
+class KarrasScheduler(_ScheduleBetween):
+    """Noise levels (sigmas) spaced as Karras et al. (2022) propose, between a highest and a lowest
+    level you give (ComfyUI's KarrasScheduler; the defaults are SD1.x's training range). The
+    Schedule node's karras is the same spacing over the model's own range. rho sets where steps
+    crowd: higher spends more of them at low noise."""
+
+    rho: float = Input(7.0, gt=0.0, le=100.0, step=0.01, description="spacing exponent (7 in the paper)")
+
+    def _spaced(self) -> Any:
+        from latentgraph.nodes.sd.schedules import karras_between
+
+        return karras_between(self.sigma_min, self.sigma_max, self.steps, self.rho)
+
+
+@node("exponential_scheduler", category="sampling/custom", title="Exponential schedule")
+class ExponentialScheduler(_ScheduleBetween):
+    """Noise levels evenly spaced in log-sigma between a highest and a lowest level you give
+    (ComfyUI's ExponentialScheduler; the defaults are SD1.x's training range). The Schedule node's
+    exponential is the same spacing over the model's own range."""
+
+    def _spaced(self) -> Any:
+        from latentgraph.nodes.sd.schedules import exponential_between
+
+        return exponential_between(self.sigma_min, self.sigma_max, self.steps)
+
+

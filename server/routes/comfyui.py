@@ -28,7 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from latentgraph.nodes.folders import IMAGE_EXTENSIONS, KIND_ALIASES, LinkOutside, UnsafeName
 from latentgraph.server import masks
 from latentgraph.server.comfyui import MAX_CLIENT_ID, ComfyError
-from latentgraph.server.errors import ApiError, error_response
+from latentgraph.server.errors import ApiError
+from latentgraph.server.routes.events import _pump, refuse_socket
 from latentgraph.server.routes.images import MEDIA_TYPES, _folder, _write, image_path
 from latentgraph.server.routes.system import _meminfo, _version
 from latentgraph.server.security import CHECK_ON_LOOP_BYTES, check_json_body
@@ -375,11 +376,7 @@ async def comfy_socket(websocket: WebSocket) -> None:
     and ignored, as ComfyUI does."""
     sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
     if len(sid) > MAX_CLIENT_ID:
-        detail = f"clientId must be at most {MAX_CLIENT_ID} characters"
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(error_response(400, "invalid_client_id", detail))
-        else:
-            await websocket.close(1008, detail)
+        await refuse_socket(websocket, "invalid_client_id", f"clientId must be at most {MAX_CLIENT_ID} characters")
         return
     bridge = get_state(websocket).comfy
     await websocket.accept()
@@ -396,9 +393,3 @@ async def comfy_socket(websocket: WebSocket) -> None:
         bridge.disconnect(conn)
         sender.cancel()
 
-
-async def _pump(conn: Any) -> None:
-    try:
-        await conn.pump()
-    except Exception:  # the client went away mid-send: the receive loop notices and cleans up
-        pass

@@ -38,6 +38,15 @@ _RUN_ID = re.compile(CLIENT_ID_PATTERN)  # run ids are 32 hex digits; anything l
 MAX_SUBSCRIBE = 1000  # run ids in one message, and runs one connection may follow by id (or "*" for all)
 
 
+async def refuse_socket(websocket: WebSocket, code: str, detail: str) -> None:
+    """Refuse a websocket before accepting it: an HTTP 400 where the server can send one, else a
+    close with code 1008 (policy violation) and the reason."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(400, code, detail))
+    else:
+        await websocket.close(1008, detail)
+
+
 async def event_socket(websocket: WebSocket) -> None:
     if "clientId" in websocket.query_params and "client_id" not in websocket.query_params:
         from latentgraph.server.routes.comfyui import comfy_socket
@@ -46,11 +55,7 @@ async def event_socket(websocket: WebSocket) -> None:
         return
     client_id = websocket.query_params.get("client_id")
     if client_id is not None and not _CLIENT_ID.match(client_id):
-        detail = "client_id must be 1 to 64 letters, digits or _ . : -"
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(error_response(400, "invalid_client_id", detail))
-        else:
-            await websocket.close(1008, detail)
+        await refuse_socket(websocket, "invalid_client_id", "client_id must be 1 to 64 letters, digits or _ . : -")
         return
     hub = get_state(websocket).hub
     await websocket.accept()
