@@ -12,7 +12,7 @@ import pytest
 
 from latentgraph.engine import Executor
 from latentgraph.nodes.comfyui import MAPPINGS, import_document, object_info
-from latentgraph.nodes.comfyui.mapping import Socket, Widget
+from latentgraph.nodes.comfyui.mapping import Socket
 from latentgraph.nodes.library import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
