@@ -321,7 +321,7 @@ def command_import(args: argparse.Namespace, reg: NodeRegistry) -> int:
         result = import_document(data, registry=reg, services=_services(args))
     except ComfyImportError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
-    if result.report.format != "latentgraph" and result.workflow["meta"].get("name") == "Imported from ComfyUI":
+    if result.report.format != "latentgraph" and not result.workflow["meta"].get("name"):
         result.workflow["meta"]["name"] = Path(args.file).stem
     text = json.dumps(result.workflow, indent=2, ensure_ascii=False) + "\n"
     report = result.report

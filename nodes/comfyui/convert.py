@@ -498,7 +498,7 @@ def import_document(source: Any, *, registry: Any, services: Any = None) -> Impo
                                 "instances are reported as unmapped")
     else:
         cnodes, meta = _read_api(document), {}
-    meta = {"name": "Imported from ComfyUI", **meta}
+    meta = {"description": f"Imported from a ComfyUI workflow ({'UI' if kind == 'comfyui-ui' else 'API'} format).", **meta}
 
     readers: dict[str, list[tuple[str, str, int]]] = {}
     for cnode in cnodes:

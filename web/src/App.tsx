@@ -3,6 +3,7 @@ import { ReactFlowProvider, useReactFlow } from "@xyflow/react";
 import { useEffect } from "react";
 import { handleShortcut, type ShortcutContext } from "./shortcuts";
 import Canvas from "./components/Canvas";
+import ContextMenu from "./components/ContextMenu";
 import { Dialogs, Toasts } from "./components/Dialogs";
 import MaskPainter from "./components/MaskPainter";
 import NodeSearch from "./components/NodeSearch";
@@ -41,6 +42,7 @@ function Editor() {
         <SidePanel />
       </div>
       <NodeSearch />
+      <ContextMenu />
       <Dialogs />
       <MaskPainter />
       <Lightbox />

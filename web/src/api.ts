@@ -2,7 +2,10 @@
  * Every HTTP and websocket call the editor makes, and the shapes it reads back. The rest of the
  * app sees only the functions and types here, so a change in the server's API is met in this file.
  */
+import { normaliseReport, type ImportReport } from "./importing";
 import type { Catalog, ImageRef, NodeTypeSpec, ValidationError, Workflow } from "./types";
+
+export type { ImportReport } from "./importing";
 
 /** Where the server is: the page's own origin, or VITE_LATENTGRAPH_SERVER when developing. */
 const BASE: string = (import.meta.env?.VITE_LATENTGRAPH_SERVER as string | undefined) ?? "";
@@ -143,6 +146,27 @@ export async function loadWorkflow(info: SavedWorkflowInfo | string): Promise<Wo
 
 export async function saveWorkflow(name: string, workflow: Workflow): Promise<void> {
   await request("PUT", `/api/workflows/${encodeURIComponent(name)}`, workflow);
+}
+
+/** Convert a ComfyUI workflow (its JSON, UI or API format, or a PNG carrying one) on the server:
+ * the workflow in our format, and the converter's report. A 400 (neither format) throws. */
+export async function importWorkflow(bytes: Uint8Array, contentType: "application/json" | "image/png"): Promise<{ workflow: Workflow; report: ImportReport }> {
+  const response = await fetch(`${BASE}/api/workflows/import`, {
+    method: "POST",
+    headers: { "content-type": contentType },
+    body: bytes as BodyInit,
+  });
+  const text = await response.text();
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = text;
+  }
+  if (!response.ok) throw new ApiError(messageOf(parsed) ?? `POST /api/workflows/import: HTTP ${response.status}`, response.status, parsed);
+  const body = parsed as { workflow?: Workflow; report?: unknown };
+  if (!body || typeof body !== "object" || !body.workflow) throw new ApiError("the server sent no workflow", response.status, parsed);
+  return { workflow: body.workflow, report: normaliseReport(body.report) };
 }
 
 /** The workflow a first visit opens: the bundled txt2img (or whatever the server calls default). */
@@ -299,6 +323,8 @@ export interface LiveRun {
   nodes: Record<string, { status: string; step?: number; total?: number }>;
   progress: { node: string; step: number; total: number } | null;
   preview: string | null;
+  /** Nodes its modes keep from running: node → why ("bypassed", "muted", "needs muted node 'x'"). */
+  disabled?: Record<string, string>;
 }
 
 export interface EventHandlers {
@@ -354,6 +380,7 @@ export function connectEvents(handlers: EventHandlers): () => void {
           nodes: (run.nodes as LiveRun["nodes"]) ?? {},
           progress: (run.progress as LiveRun["progress"]) ?? null,
           preview: previewUrl(run.preview) ?? null,
+          disabled: (run.disabled as Record<string, string> | undefined) ?? {},
         }));
         handlers.onSnapshot(queueState((data.queue as Record<string, unknown>) ?? {}), running);
         break;

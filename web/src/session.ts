@@ -4,7 +4,8 @@
  * the store; components call these functions.
  */
 import * as api from "./api";
-import { workflowTextFromPng, isPng } from "./png";
+import { classifyDocument, classifyPng, reportErrors } from "./importing";
+import { isPng, readPngTextChunks } from "./png";
 import {
   advanceSeeds,
   applyRunEvent,
@@ -19,6 +20,7 @@ import {
   setQueue,
   setInput,
   setRunHistory,
+  showImportReport,
   showValidationErrors,
   toast,
   useEditor,
@@ -48,7 +50,8 @@ function readDraft(): Draft | null {
 /** Keep the graph in localStorage (debounced), so a reload loses nothing. */
 function persistDrafts() {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let last = { nodes: useEditor.getState().nodes, edges: useEditor.getState().edges, meta: useEditor.getState().meta, savedName: useEditor.getState().savedName, dirty: useEditor.getState().dirty };
+  const watched = (s: ReturnType<typeof useEditor.getState>) => ({ nodes: s.nodes, edges: s.edges, notes: s.notes, groups: s.groups, meta: s.meta, savedName: s.savedName, dirty: s.dirty });
+  let last = watched(useEditor.getState());
   const write = () => {
     const { savedName, dirty } = useEditor.getState();
     try {
@@ -58,8 +61,9 @@ function persistDrafts() {
     }
   };
   useEditor.subscribe((s) => {
-    if (s.nodes === last.nodes && s.edges === last.edges && s.meta === last.meta && s.savedName === last.savedName && s.dirty === last.dirty) return;
-    last = { nodes: s.nodes, edges: s.edges, meta: s.meta, savedName: s.savedName, dirty: s.dirty };
+    const now = watched(s);
+    if ((Object.keys(now) as (keyof typeof now)[]).every((key) => now[key] === last[key])) return;
+    last = now;
     clearTimeout(timer);
     timer = setTimeout(write, 300);
   });
@@ -222,15 +226,40 @@ export function downloadJson() {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-/** Open a workflow from bytes: a JSON file or a PNG the server made. */
+/** Open a ComfyUI workflow through the server's converter, and show its report. */
+async function importComfyUi(bytes: Uint8Array, contentType: "application/json" | "image/png", fileName: string): Promise<boolean> {
+  const { workflow, report } = await api.importWorkflow(bytes, contentType);
+  const meta = { ...(workflow.meta ?? {}) };
+  if (typeof meta.name !== "string" || !meta.name) meta.name = fileName.replace(/\.(json|png)$/i, "");
+  openWorkflow({ ...workflow, meta }, { dirty: true });
+  const present = new Set(useEditor.getState().nodes.map((n) => n.id));
+  showValidationErrors(reportErrors(report).filter((error) => error.node !== null && present.has(error.node)));
+  showImportReport(fileName, report);
+  const unmapped = report.unmapped.length;
+  if (unmapped) toast(`Imported ${fileName} from ComfyUI: ${unmapped} node${unmapped === 1 ? "" : "s"} could not be mapped`, "error");
+  else toast(`Imported ${fileName} from ComfyUI`);
+  return true;
+}
+
+/** Open a workflow from bytes: our JSON or PNG, or ComfyUI's (converted by the server). */
 export async function importBytes(bytes: Uint8Array, fileName: string): Promise<boolean> {
   try {
-    let text: string | null;
+    let text: string;
     if (isPng(bytes)) {
-      text = await workflowTextFromPng(bytes);
-      if (text === null) throw new Error("this PNG carries no workflow");
+      const found = classifyPng(await readPngTextChunks(bytes));
+      if (!found) throw new Error("this PNG carries no workflow");
+      if (found.kind === "comfyui") return await importComfyUi(bytes, "image/png", fileName);
+      text = found.text;
     } else {
       text = new TextDecoder().decode(bytes);
+      let value: unknown = null;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        /* parseWorkflowText says so */
+      }
+      const kind = classifyDocument(value);
+      if (kind === "comfyui-ui" || kind === "comfyui-api") return await importComfyUi(bytes, "application/json", fileName);
     }
     const workflow = parseWorkflowText(text);
     openWorkflow(workflow, { dirty: true });

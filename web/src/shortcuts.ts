@@ -11,7 +11,9 @@
 import type { XYPosition } from "@xyflow/react";
 import { run, saveOrAskName } from "./session";
 import {
+  addGroup,
   autoLayout,
+  closeContextMenu,
   closeDialog,
   closeLightbox,
   closeMaskPainter,
@@ -22,6 +24,7 @@ import {
   paste,
   redo,
   selectAll,
+  toggleMode,
   undo,
   useEditor,
 } from "./store";
@@ -57,11 +60,12 @@ export interface Shortcut {
 const TABLE = {
   close: {
     keys: ["mod?+shift?+Escape"],
-    label: "Close the search popup, the dialog or the image",
+    label: "Close the search popup, the menu, the dialog or the image",
     anywhere: true,
     keepDefault: true,
     action: () => {
       closeSearch();
+      closeContextMenu();
       closeLightbox();
       closeDialog();
       closeMaskPainter();
@@ -76,7 +80,22 @@ const TABLE = {
   copy: { keys: ["mod+shift?+c"], label: "Copy the selected nodes", keepDefault: true, action: () => void copySelected() },
   paste: { keys: ["mod+shift?+v"], label: "Paste at the mouse", action: (ctx) => void paste(ctx.toFlow(ctx.pointer)) },
   selectAll: { keys: ["mod+shift?+a"], label: "Select all nodes", action: () => selectAll() },
-  delete: { keys: ["Delete", "Backspace"], label: "Delete the selected nodes and links" },
+  delete: { keys: ["Delete", "Backspace"], label: "Delete the selected nodes, notes, groups and links" },
+  bypass: {
+    keys: ["mod+b"],
+    label: "Bypass the selected nodes (their inputs pass through), or stop bypassing them",
+    action: () => void toggleMode("bypass"),
+  },
+  mute: {
+    keys: ["mod+m"],
+    label: "Mute the selected nodes (they and what only they feed do not run), or unmute them",
+    action: () => void toggleMode("mute"),
+  },
+  group: {
+    keys: ["mod+g"],
+    label: "Group the selected nodes (none selected: a new group at the mouse)",
+    action: (ctx) => void addGroup(ctx.toFlow(ctx.pointer)),
+  },
   layout: {
     keys: ["shift+l"],
     label: "Arrange nodes in layers (the selection, if several are selected)",

@@ -49,10 +49,16 @@ export interface LinkRef {
   output: string;
 }
 
+/** How a node takes part in a run: "bypass" passes its matching input through, "mute" does not
+ * run it (nor what only it feeds); absent, it runs. */
+export type NodeMode = "bypass" | "mute";
+
 export interface WorkflowNode {
   type: string;
   inputs: Record<string, unknown>;
   title?: string;
+  /** A NodeMode; another string is kept as it came (the server names it). */
+  mode?: NodeMode | string;
 }
 
 export interface Workflow {

@@ -6,8 +6,14 @@
  * data; every link becomes an edge (source handle = output name, target handle = input name).
  * What the canvas does not show is carried along untouched so that import → export gives back the
  * same document: `meta`, the format tag, `ui` keys of a node other than x/y (including
- * `socket_inputs`, the widgets the user turned into input handles), `ui` entries that name no node,
- * and links to nodes that do not exist (the server's validation names those).
+ * `socket_inputs`, the widgets the user turned into input handles, and `reroutes`, the points a
+ * link passes through), `ui` entries that name no node, and links to nodes that do not exist (the
+ * server's validation names those).
+ *
+ * Notes (`meta.notes`) and groups (`meta.groups`) become canvas items of their own (NoteNode,
+ * GroupNode: React Flow nodes of the types "lgnote" and "lggroup", with ids of their own so they
+ * never clash with a graph node's); a list that is not well-formed stays in `meta` untouched. A
+ * node's `mode` ("bypass", "mute") rides in its data.
  *
  * Pure module: no React, no HTTP.
  */
@@ -16,6 +22,8 @@ import { asLink, WORKFLOW_FORMAT, type Catalog, type LinkRef, type Workflow, typ
 
 /** ui key listing the widget inputs shown as input handles instead of widgets. */
 export const SOCKET_INPUTS_KEY = "socket_inputs";
+/** ui key of a node: input name → the points ([x, y], source to target) its link passes through. */
+export const REROUTES_KEY = "reroutes";
 
 export interface GraphNodeData extends Record<string, unknown> {
   type: string;
@@ -28,18 +36,55 @@ export interface GraphNodeData extends Record<string, unknown> {
   dangling?: Record<string, LinkRef>;
   /** True when the document gave no position: the editor lays the node out, export writes no ui. */
   unplaced?: boolean;
+  /** "bypass" or "mute" (WorkflowNode.mode); absent: the node runs. */
+  mode?: string;
 }
 
 export type GraphNode = Node<GraphNodeData, "lg">;
 export type GraphEdge = Edge;
 
+/** A markdown note on the canvas: one entry of `meta.notes`. */
+export interface NoteData extends Record<string, unknown> {
+  /** Its id in `meta.notes` (the canvas item's id is NOTE_PREFIX + this, or more if that is taken). */
+  id: string;
+  text: string;
+  color?: string;
+  /** Keys of the entry the editor does not know, kept as they came. */
+  extra: Record<string, unknown>;
+}
+
+/** A titled frame behind nodes: one entry of `meta.groups`. */
+export interface GroupData extends Record<string, unknown> {
+  id: string;
+  title: string;
+  color?: string;
+  extra: Record<string, unknown>;
+}
+
+export type NoteNode = Node<NoteData, "lgnote">;
+export type GroupNode = Node<GroupData, "lggroup">;
+/** Anything React Flow shows as a node: graph nodes, notes and groups. */
+export type CanvasNode = GraphNode | NoteNode | GroupNode;
+
+export const NOTE_PREFIX = "note:";
+export const GROUP_PREFIX = "group:";
+export const NOTE_SIZE = { width: 280, height: 160 };
+export const GROUP_SIZE = { width: 480, height: 320 };
+/** Groups sit behind everything, edges included, and stay behind nodes when selected. */
+export const GROUP_Z = -1000;
+/** Only a group's title bar drags it: its inside belongs to the canvas (pan, box-select, double-click). */
+export const GROUP_DRAG_HANDLE = ".group-title";
+
 export interface Graph {
   nodes: GraphNode[];
   edges: GraphEdge[];
   format: string;
+  /** The document's meta, less the notes and groups that became canvas items. */
   meta: Record<string, unknown>;
   /** ui entries that name no node (kept as they are). */
   extraUi: Record<string, unknown>;
+  notes: NoteNode[];
+  groups: GroupNode[];
 }
 
 /** Id of the edge feeding `input` of node `target` (an input takes at most one link). */
@@ -61,6 +106,87 @@ function isPosition(entry: unknown): entry is { x: number; y: number } {
   if (entry === null || typeof entry !== "object" || Array.isArray(entry)) return false;
   const { x, y } = entry as Record<string, unknown>;
   return typeof x === "number" && typeof y === "number" && Number.isFinite(x) && Number.isFinite(y);
+}
+
+const isNumber = (value: unknown): value is number => typeof value === "number" && Number.isFinite(value);
+
+/** The reroute points of a node's ui entry, per input; malformed entries are left out. */
+export function reroutesOf(ui: Record<string, unknown>): Record<string, [number, number][]> {
+  const value = ui[REROUTES_KEY];
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return {};
+  const points: Record<string, [number, number][]> = {};
+  for (const [input, list] of Object.entries(value as Record<string, unknown>)) {
+    if (!Array.isArray(list)) continue;
+    const good = list.filter((p): p is [number, number] => Array.isArray(p) && p.length === 2 && isNumber(p[0]) && isNumber(p[1]));
+    if (good.length) points[input] = good;
+  }
+  return points;
+}
+
+const ITEM_KEYS = { note: ["id", "text", "x", "y", "width", "height", "color"], group: ["id", "title", "x", "y", "width", "height", "color"] };
+
+/** `meta.notes` / `meta.groups` as canvas items, or null when the list is not well-formed (then it
+ * stays in meta as it is). */
+function canvasItems(value: unknown, kind: "note" | "group"): Record<string, unknown>[] | null {
+  if (!Array.isArray(value)) return null;
+  const ids = new Set<string>();
+  const textKey = kind === "note" ? "text" : "title";
+  for (const entry of value) {
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) return null;
+    const e = entry as Record<string, unknown>;
+    if (typeof e.id !== "string" || ids.has(e.id) || typeof e[textKey] !== "string") return null;
+    if (![e.x, e.y, e.width, e.height].every(isNumber) || (e.width as number) <= 0 || (e.height as number) <= 0) return null;
+    if (e.color !== undefined && typeof e.color !== "string") return null;
+    ids.add(e.id);
+  }
+  return value as Record<string, unknown>[];
+}
+
+function extraKeys(entry: Record<string, unknown>, kind: "note" | "group"): Record<string, unknown> {
+  const known = ITEM_KEYS[kind];
+  return Object.fromEntries(Object.entries(entry).filter(([key]) => !known.includes(key)).map(([k, v]) => [k, structuredClone(v)]));
+}
+
+/** A canvas item id for a note or group id: the prefix and the id, made unique against `taken`. */
+export function canvasItemId(prefix: string, id: string, taken: Set<string>): string {
+  let candidate = prefix + id;
+  while (taken.has(candidate)) candidate += "~";
+  taken.add(candidate);
+  return candidate;
+}
+
+export function makeNote(rfId: string, entry: { id: string; text: string; x: number; y: number; width: number; height: number; color?: string }, extra: Record<string, unknown> = {}): NoteNode {
+  const data: NoteData = { id: entry.id, text: entry.text, extra };
+  if (entry.color !== undefined) data.color = entry.color;
+  return { id: rfId, type: "lgnote", position: { x: entry.x, y: entry.y }, width: entry.width, height: entry.height, data };
+}
+
+export function makeGroup(rfId: string, entry: { id: string; title: string; x: number; y: number; width: number; height: number; color?: string }, extra: Record<string, unknown> = {}): GroupNode {
+  const data: GroupData = { id: entry.id, title: entry.title, extra };
+  if (entry.color !== undefined) data.color = entry.color;
+  return {
+    id: rfId, type: "lggroup", position: { x: entry.x, y: entry.y }, width: entry.width, height: entry.height, data,
+    zIndex: GROUP_Z, dragHandle: GROUP_DRAG_HANDLE,
+  };
+}
+
+/** A canvas item's size: what the user resized it to, else what React Flow measured, else the default. */
+export function itemSize(node: CanvasNode, fallback = NOTE_SIZE): { width: number; height: number } {
+  return { width: node.width ?? node.measured?.width ?? fallback.width, height: node.height ?? node.measured?.height ?? fallback.height };
+}
+
+function noteEntry(note: NoteNode): Record<string, unknown> {
+  const { width, height } = itemSize(note, NOTE_SIZE);
+  const entry: Record<string, unknown> = { id: note.data.id, text: note.data.text, x: note.position.x, y: note.position.y, width, height };
+  if (note.data.color !== undefined) entry.color = note.data.color;
+  return { ...entry, ...structuredClone(note.data.extra) };
+}
+
+function groupEntry(group: GroupNode): Record<string, unknown> {
+  const { width, height } = itemSize(group, GROUP_SIZE);
+  const entry: Record<string, unknown> = { id: group.data.id, title: group.data.title, x: group.position.x, y: group.position.y, width, height };
+  if (group.data.color !== undefined) entry.color = group.data.color;
+  return { ...entry, ...structuredClone(group.data.extra) };
 }
 
 /** A workflow document as canvas nodes and edges. The document is not modified. */
@@ -85,6 +211,7 @@ export function workflowToGraph(workflow: Workflow): Graph {
     const { x, y, ...rest } = placed ? (structuredClone(entry) as Record<string, unknown>) : { x: 0, y: 0 };
     const data: GraphNodeData = { type: spec.type, inputs, ui: rest };
     if (spec.title !== undefined) data.title = spec.title;
+    if (spec.mode !== undefined) data.mode = spec.mode;
     if (Object.keys(dangling).length) data.dangling = dangling;
     if (!placed) data.unplaced = true;
     nodes.push({ id, type: "lg", position: { x: x as number, y: y as number }, data });
@@ -93,13 +220,16 @@ export function workflowToGraph(workflow: Workflow): Graph {
   for (const [key, value] of Object.entries(ui)) {
     if (!present.has(key) || !isPosition(value)) extraUi[key] = structuredClone(value);
   }
-  return {
-    nodes,
-    edges,
-    format: workflow.format ?? WORKFLOW_FORMAT,
-    meta: structuredClone(workflow.meta ?? {}),
-    extraUi,
-  };
+  const meta = structuredClone(workflow.meta ?? {});
+  const taken = new Set(ids);
+  const noteEntries = canvasItems(meta.notes, "note");
+  const groupEntries = canvasItems(meta.groups, "group");
+  const notes = (noteEntries ?? []).map((e) => makeNote(canvasItemId(NOTE_PREFIX, e.id as string, taken), e as never, extraKeys(e, "note")));
+  const groups = (groupEntries ?? []).map((e) => makeGroup(canvasItemId(GROUP_PREFIX, e.id as string, taken), e as never, extraKeys(e, "group")));
+  // An empty list stays in meta (so it comes back as it was); items are written back on export.
+  if (noteEntries?.length) delete meta.notes;
+  if (groupEntries?.length) delete meta.groups;
+  return { nodes, edges, format: workflow.format ?? WORKFLOW_FORMAT, meta, extraUi, notes, groups };
 }
 
 /**
@@ -131,13 +261,17 @@ export function graphToWorkflow(graph: Graph, catalog?: Catalog): Workflow {
     }
     const spec: WorkflowNode = { type: data.type, inputs };
     if (data.title !== undefined) spec.title = data.title;
+    if (data.mode !== undefined) spec.mode = data.mode;
     nodes[node.id] = spec;
     if (!data.unplaced) ui[node.id] = { x: node.position.x, y: node.position.y, ...structuredClone(data.ui) };
   }
   for (const [key, value] of Object.entries(graph.extraUi)) {
     if (!(key in ui)) ui[key] = structuredClone(value);
   }
-  return { format: graph.format, meta: structuredClone(graph.meta), nodes, ui };
+  const meta = structuredClone(graph.meta);
+  if (graph.notes?.length) meta.notes = graph.notes.map(noteEntry);
+  if (graph.groups?.length) meta.groups = graph.groups.map(groupEntry);
+  return { format: graph.format, meta, nodes, ui };
 }
 
 /** Problems that make a value not a workflow document at all (the server checks the rest). */

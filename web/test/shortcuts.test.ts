@@ -70,7 +70,7 @@ function sourceFiles(dir: string): string[] {
 
 beforeEach(() => {
   vi.clearAllMocks();
-  useEditor.setState({ nodes: [], edges: [], past: [], future: [], clipboard: null, dialog: null, search: null, lightbox: null });
+  useEditor.setState({ nodes: [], edges: [], notes: [], groups: [], past: [], future: [], clipboard: null, dialog: null, search: null, lightbox: null });
   addNode("a", { x: 0, y: 0 });
   addNode("b", { x: 300, y: 0 });
 });
@@ -165,6 +165,24 @@ describe("the key handler", () => {
     expect(ctx.fitView).toHaveBeenCalledTimes(1);
   });
 
+  it("bypasses, mutes and groups the selection", () => {
+    useEditor.setState({ nodes: state().nodes.map((n) => ({ ...n, selected: n.id === "a" })) });
+    expect(handleShortcut(press("ctrl+b"), context())).toBe("bypass");
+    expect(state().nodes.map((n) => n.data.mode)).toEqual(["bypass", undefined]);
+    expect(handleShortcut(press("meta+b"), context())).toBe("bypass");
+    expect(state().nodes[0].data.mode).toBeUndefined();
+    const mute = press("ctrl+m");
+    expect(handleShortcut(mute, context())).toBe("mute");
+    expect(mute.defaultPrevented).toBe(true);
+    expect(state().nodes[0].data.mode).toBe("mute");
+    expect(handleShortcut(press("ctrl+g"), context())).toBe("group");
+    expect(state().groups).toHaveLength(1);
+    expect(state().groups[0].position).toEqual({ x: -24, y: -58 }); // around a (240x160 until measured)
+    useEditor.setState({ nodes: state().nodes.map((n) => ({ ...n, selected: false })) });
+    handleShortcut(press("ctrl+g"), context({ pointer: { x: 50, y: 60 } }));
+    expect(state().groups[1].position).toEqual({ x: 100, y: 120 }); // nothing selected: at the mouse
+  });
+
   it("copies and pastes at the mouse", () => {
     useEditor.setState({ nodes: state().nodes.map((n) => ({ ...n, selected: n.id === "a" })) });
     const copy = press("ctrl+c");
@@ -208,7 +226,7 @@ describe("the key handler", () => {
     useEditor.setState({ clipboard: { nodes: [state().nodes[0]], edges: [] } });
     const before = state();
     for (const target of [INPUT, { tagName: "TEXTAREA" }, { tagName: "SELECT" }, { tagName: "DIV", isContentEditable: true }]) {
-      for (const combo of ["ctrl+z", "ctrl+shift+z", "ctrl+y", "ctrl+c", "ctrl+v", "ctrl+a", "shift+l", "shift+f", "Space"]) {
+      for (const combo of ["ctrl+z", "ctrl+shift+z", "ctrl+y", "ctrl+c", "ctrl+v", "ctrl+a", "ctrl+b", "ctrl+m", "ctrl+g", "shift+l", "shift+f", "Space"]) {
         const event = press(combo, target);
         expect(handleShortcut(event, context()), `${combo} in ${target.tagName}`).toBeNull();
         expect(event.defaultPrevented).toBe(false);

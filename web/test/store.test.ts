@@ -17,6 +17,7 @@ import {
   setCatalog,
   setInput,
   setSeedControl,
+  showLiveRun,
   showValidationErrors,
   toggleSocket,
   undo,
@@ -176,6 +177,18 @@ describe("the editor store", () => {
     expect(state().outputs.save).toEqual([{ filename: "a.png", subfolder: "", type: "output" }]);
     applyRunEvent({ type: "node_failed", run_id: run, timestamp: 0, data: { node: "decode", error_type: "RuntimeError", message: "out of memory" } });
     expect(state().errors.decode.messages).toEqual(["RuntimeError: out of memory"]);
+  });
+
+  it("marks the nodes a run leaves out for their modes, and why", () => {
+    applyRunEvent({
+      type: "run_started", run_id: "r2", timestamp: 0,
+      data: { to_run: ["sampler"], cached: [], disabled: { negative: "bypassed", decode: "muted", save: "needs muted node 'decode'" } },
+    });
+    expect(state().runNodes.negative).toEqual({ status: "disabled", message: "bypassed" });
+    expect(state().runNodes.save).toEqual({ status: "disabled", message: "needs muted node 'decode'" });
+    expect(state().runNodes.sampler.status).toBe("queued");
+    showLiveRun({ run_id: "r3", status: "running", nodes: { sampler: { status: "running" } }, progress: null, preview: null, disabled: { decode: "muted" } });
+    expect(state().runNodes).toEqual({ decode: { status: "disabled", message: "muted" }, sampler: { status: "running", step: undefined, total: undefined } });
   });
 });
 

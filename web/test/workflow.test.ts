@@ -5,9 +5,11 @@ import type { Catalog, Workflow } from "../src/types";
 import {
   edgeId,
   freshNodeId,
+  GROUP_Z,
   graphToWorkflow,
   makeEdge,
   parseWorkflowText,
+  reroutesOf,
   socketInputs,
   workflowToGraph,
 } from "../src/workflow";
@@ -134,6 +136,50 @@ describe("graph ↔ workflow JSON", () => {
       meta: {},
     },
     "an empty workflow": { format: "latentgraph/workflow@1", nodes: {}, ui: {}, meta: {} },
+    "bypassed and muted nodes, notes, groups and reroute points (the ComfyUI additions)": {
+      format: "latentgraph/workflow@1",
+      meta: {
+        name: "comfy things",
+        notes: [
+          { id: "n1", text: "# Read me\n**bold** <b>not html</b>", x: -40, y: 10.5, width: 300, height: 120 },
+          { id: "n2", text: "", x: 0, y: 500, width: 200, height: 80, color: "#223344", from_comfyui: { id: 12, bgcolor: "#353" } },
+        ],
+        groups: [
+          { id: "g1", title: "Prompt", x: -60, y: -60, width: 800, height: 400, color: "#a1309b" },
+          { id: "g2", title: "", x: 900, y: 0, width: 10, height: 10, extra: [1, 2] },
+        ],
+        tags: ["x"],
+      },
+      nodes: {
+        a: { type: "int_constant", inputs: { value: 3 }, mode: "bypass" },
+        b: { type: "show_value", inputs: { value: { node: "a", output: "value" } }, title: "B", mode: "mute" },
+        c: { type: "show_value", inputs: { value: { node: "a", output: "value" } }, mode: "some future mode" },
+      },
+      ui: {
+        a: { x: 0, y: 0, width: 320, height: 90, color: "#335", collapsed: true },
+        b: { x: 400, y: 0, reroutes: { value: [[100, 50], [250.5, -20]] } },
+        c: { x: 400, y: 300, reroutes: { value: [[1, 2]], not_linked: [[3, 4]], odd: "kept" } },
+      },
+    },
+    "notes and groups lists that are not well-formed stay in meta as they are": {
+      format: "latentgraph/workflow@1",
+      meta: {
+        notes: [{ id: "n1", text: "fine", x: 0, y: 0, width: 10, height: 10 }, { id: "n1", text: "same id", x: 0, y: 0, width: 10, height: 10 }],
+        groups: [{ id: "g", title: "no size", x: 0, y: 0 }],
+      },
+      nodes: {},
+      ui: {},
+    },
+    "empty notes and groups lists": { format: "latentgraph/workflow@1", meta: { notes: [], groups: [] }, nodes: {}, ui: {} },
+    "notes and groups whose ids look like a node's canvas id": {
+      format: "latentgraph/workflow@1",
+      meta: {
+        notes: [{ id: "x", text: "t", x: 0, y: 0, width: 10, height: 10 }],
+        groups: [{ id: "x", title: "t", x: 0, y: 0, width: 10, height: 10 }],
+      },
+      nodes: { "note:x": { type: "int_constant", inputs: {} }, "group:x": { type: "int_constant", inputs: {} } },
+      ui: { "note:x": { x: 0, y: 0 }, "group:x": { x: 1, y: 1 } },
+    },
     "an older format tag is kept for the server to migrate": {
       format: "latentgraph/workflow@0", nodes: { a: { type: "t", inputs: {} } }, ui: {}, meta: {},
     },
@@ -142,6 +188,44 @@ describe("graph ↔ workflow JSON", () => {
   it.each(Object.keys(edgeCases))("round-trips %s", (name) => {
     const original = edgeCases[name];
     expect(roundTrip(original)).toEqual(original);
+  });
+
+  it("turns notes and groups into canvas items of their own, behind and above the nodes", () => {
+    const graph = workflowToGraph(edgeCases["bypassed and muted nodes, notes, groups and reroute points (the ComfyUI additions)"]);
+    expect(graph.meta).toEqual({ name: "comfy things", tags: ["x"] });
+    expect(graph.notes.map((n) => [n.id, n.type, n.position, n.width, n.height, n.data.id, n.data.text, n.data.color])).toEqual([
+      ["note:n1", "lgnote", { x: -40, y: 10.5 }, 300, 120, "n1", "# Read me\n**bold** <b>not html</b>", undefined],
+      ["note:n2", "lgnote", { x: 0, y: 500 }, 200, 80, "n2", "", "#223344"],
+    ]);
+    expect(graph.notes[1].data.extra).toEqual({ from_comfyui: { id: 12, bgcolor: "#353" } });
+    expect(graph.groups.map((g) => [g.id, g.type, g.data.title, g.zIndex, g.dragHandle])).toEqual([
+      ["group:g1", "lggroup", "Prompt", GROUP_Z, ".group-title"],
+      ["group:g2", "lggroup", "", GROUP_Z, ".group-title"],
+    ]);
+    expect(graph.nodes.map((n) => n.data.mode)).toEqual(["bypass", "mute", "some future mode"]);
+    expect(reroutesOf(graph.nodes[1].data.ui)).toEqual({ value: [[100, 50], [250.5, -20]] });
+    expect(reroutesOf(graph.nodes[2].data.ui)).toEqual({ value: [[1, 2]], not_linked: [[3, 4]] }); // "odd" is kept, not shown
+  });
+
+  it("gives notes and groups canvas ids that no node has", () => {
+    const graph = workflowToGraph(edgeCases["notes and groups whose ids look like a node's canvas id"]);
+    const ids = [...graph.nodes, ...graph.notes, ...graph.groups].map((n) => n.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(graph.notes[0].data.id).toBe("x");
+    expect(graph.groups[0].data.id).toBe("x");
+  });
+
+  it("writes where notes and groups were moved and resized to, and leaves meta alone otherwise", () => {
+    const graph = workflowToGraph(edgeCases["bypassed and muted nodes, notes, groups and reroute points (the ComfyUI additions)"]);
+    graph.notes[0].position = { x: 5, y: 6 };
+    graph.groups[0].width = 900;
+    graph.groups[0].data = { ...graph.groups[0].data, title: "Renamed", color: "#112233" };
+    const back = graphToWorkflow(graph);
+    expect((back.meta!.notes as unknown[])[0]).toEqual({ id: "n1", text: "# Read me\n**bold** <b>not html</b>", x: 5, y: 6, width: 300, height: 120 });
+    expect((back.meta!.groups as unknown[])[0]).toEqual({ id: "g1", title: "Renamed", x: -60, y: -60, width: 900, height: 400, color: "#112233" });
+    graph.notes = [];
+    graph.groups = [];
+    expect(graphToWorkflow(graph).meta).toEqual({ name: "comfy things", tags: ["x"] });
   });
 
   it("keeps a widget turned into an input in ui", () => {

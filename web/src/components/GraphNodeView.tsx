@@ -1,4 +1,5 @@
-/** One node on the canvas: header, typed output and input handles, widgets, run state, images. */
+/** One node on the canvas: header, typed output and input handles, widgets, run state, images,
+ * and its mode (bypassed: translucent purple; muted: greyed). */
 import { Handle, Position, useStore as useFlowStore, type NodeProps } from "@xyflow/react";
 import { memo, useState } from "react";
 import { imageUrl } from "../api";
@@ -45,6 +46,7 @@ function statusText(state: NodeRunState | undefined): string | null {
     case "failed": return "failed";
     case "skipped": return "skipped";
     case "cancelled": return "cancelled";
+    case "disabled": return "not run";
   }
 }
 
@@ -115,7 +117,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<GraphNode>) {
   const spec = known ?? unknownSpec(data.type, data.inputs, linked);
   const sockets = socketInputs(data);
   const title = data.title ?? spec.title;
-  const status = statusText(run);
+  const status = run?.status === "disabled" && data.mode !== undefined ? null : statusText(run); // the mode badge says it
   const progress = run?.status === "running" && run.total ? (run.step ?? 0) / run.total : null;
   const classes = [
     "lg-node",
@@ -124,13 +126,29 @@ function GraphNodeView({ id, data, selected }: NodeProps<GraphNode>) {
     errors ? "has-error" : "",
     !known && catalogLoaded ? "unknown" : "",
     spec.output_node ? "output-node" : "",
+    data.mode === "bypass" || data.mode === "mute" ? `mode-${data.mode}` : "",
   ].join(" ");
+  const mode = data.mode === "bypass"
+    ? { text: "bypassed", title: "Bypassed: passes its input of each output's type straight through" }
+    : data.mode === "mute"
+      ? { text: "muted", title: "Muted: does not run, nor what only it feeds" }
+      : data.mode !== undefined
+        ? { text: String(data.mode), title: "A mode this editor does not know" }
+        : null;
 
   if (far) return <NodeOverview id={id} title={title} spec={spec} className={classes} />;
 
+  // A width and a colour the document gives (ComfyUI's node sizes and colours come in as these).
+  const width = typeof data.ui.width === "number" && data.ui.width >= 160 && data.ui.width <= 1200 ? data.ui.width : undefined;
+  const colour = typeof data.ui.color === "string" && /^#[0-9a-f]{3}(?:[0-9a-f]{3})?$/i.test(data.ui.color) ? data.ui.color : undefined;
+
   return (
-    <div className={classes} data-node-id={id} data-node-type={data.type}>
-      <div className="node-header" title={`${spec.description}\n\n${data.type} v${spec.version} · id ${id}\nDouble-click the title to rename`}>
+    <div className={classes} data-node-id={id} data-node-type={data.type} style={width ? { width } : undefined}>
+      <div
+        className="node-header"
+        style={colour ? { background: `color-mix(in srgb, ${colour} 75%, var(--node-header))` } : undefined}
+        title={`${spec.description}\n\n${data.type} v${spec.version} · id ${id}\nDouble-click the title to rename`}
+      >
         {editingTitle ? (
           <input
             className="nodrag field title-input"
@@ -149,6 +167,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<GraphNode>) {
         ) : (
           <span className="node-title" onDoubleClick={() => setEditingTitle(true)}>{title}</span>
         )}
+        {mode && <span className="node-mode" data-mode={data.mode} title={mode.title}>{mode.text}</span>}
         {status && <span className={`node-status status-${run!.status}`} data-status={run!.status}>{status}</span>}
       </div>
       {progress !== null && (
@@ -156,7 +175,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<GraphNode>) {
           <div style={{ width: `${progress * 100}%` }} />
         </div>
       )}
-      {(errors?.messages.length || run?.message) && (
+      {(errors?.messages.length || (run?.message && !(run.status === "disabled" && data.mode !== undefined))) && (
         <div className={errors?.messages.length || run?.status === "failed" ? "node-errors" : "node-note"} role="alert">
           {(errors?.messages.length ? errors.messages : [run!.message]).map((message, i) => <div key={i}>{message}</div>)}
         </div>

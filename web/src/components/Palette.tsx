@@ -1,9 +1,15 @@
-/** The node palette: every catalog type, searchable, grouped by category; drag or click to add. */
+/** The node palette: every catalog type, searchable, grouped by category, and the canvas's own
+ * items (a note, a group); drag or click to add. */
 import { useReactFlow } from "@xyflow/react";
 import { useMemo, useState } from "react";
 import { groupByCategory, searchNodeTypes } from "../search";
-import { addNode, useEditor } from "../store";
-import { NODE_DRAG_TYPE } from "./Canvas";
+import { addGroup, addNode, addNote, useEditor } from "../store";
+import { ITEM_DRAG_TYPE, NODE_DRAG_TYPE } from "./Canvas";
+
+const CANVAS_ITEMS = [
+  { item: "note", title: "Note", description: "Markdown text on the canvas (double-click it to edit)" },
+  { item: "group", title: "Group", description: "A titled frame; dragging its title moves the nodes inside it. Around the selected nodes, if any" },
+] as const;
 
 export default function Palette() {
   const catalog = useEditor((s) => s.catalog);
@@ -12,11 +18,14 @@ export default function Palette() {
   const flow = useReactFlow();
   const groups = useMemo(() => groupByCategory(searchNodeTypes(catalog, query)), [catalog, query]);
 
-  const addAtCentre = (type: string) => {
+  const centre = () => {
     const pane = document.querySelector(".canvas")?.getBoundingClientRect();
-    const centre = pane ? { x: pane.left + pane.width / 2 - 130, y: pane.top + pane.height / 2 - 80 } : { x: 400, y: 300 };
-    addNode(type, flow.screenToFlowPosition(centre));
+    return flow.screenToFlowPosition(pane ? { x: pane.left + pane.width / 2 - 130, y: pane.top + pane.height / 2 - 80 } : { x: 400, y: 300 });
   };
+  const addAtCentre = (type: string) => addNode(type, centre());
+  const addItem = (item: "note" | "group") => (item === "note" ? addNote(centre()) : addGroup(centre()));
+  const words = query.trim().toLowerCase();
+  const items = CANVAS_ITEMS.filter((i) => !words || `${i.title} ${i.description}`.toLowerCase().includes(words));
 
   return (
     <aside className="palette" aria-label="Node palette">
@@ -32,6 +41,30 @@ export default function Palette() {
         }}
       />
       <div className="palette-list">
+        {items.length > 0 && (
+          <section className="palette-group">
+            <div className="palette-category static">canvas</div>
+            {items.map((i) => (
+              <div
+                key={i.item}
+                className="palette-item canvas-item"
+                role="button"
+                tabIndex={0}
+                draggable
+                data-item={i.item}
+                title={`${i.description}\n\nDrag onto the canvas, or click to add in the middle`}
+                onDragStart={(e) => {
+                  e.dataTransfer.setData(ITEM_DRAG_TYPE, i.item);
+                  e.dataTransfer.effectAllowed = "copy";
+                }}
+                onClick={() => addItem(i.item)}
+                onKeyDown={(e) => e.key === "Enter" && addItem(i.item)}
+              >
+                <span className="palette-title">{i.title}</span>
+              </div>
+            ))}
+          </section>
+        )}
         {groups.map(([category, specs]) => {
           const open = query !== "" || !closed.has(category);
           return (

@@ -43,7 +43,7 @@ export default function Toolbar() {
         <button onClick={() => saveOrAskName()} title={tooltip("save")}>Save</button>
         <button onClick={() => openDialog("save-as")} title={tooltip("saveAs")}>Save as</button>
         <button onClick={downloadJson} title="Download the workflow as a JSON file">Download</button>
-        <button onClick={() => fileInput.current?.click()} title="Import a workflow JSON file or a PNG made by Latentgraph (or drop it on the canvas)">Import</button>
+        <button onClick={() => fileInput.current?.click()} title="Import a workflow: a JSON or PNG made by Latentgraph or by ComfyUI (or drop it on the canvas)">Import</button>
         <input
           ref={fileInput}
           type="file"

@@ -4,7 +4,8 @@
  * | slice         | state                                                        |
  * |---------------|--------------------------------------------------------------|
  * | catalog.ts    | node types from the server                                   |
- * | document.ts   | nodes, edges, meta, saved name, dirty, clipboard; graph edits |
+ * | document.ts   | nodes, edges, notes, groups, meta, saved name, dirty, clipboard; graph edits, bypass/mute |
+ * | annotations.ts| note text, group titles and colours, group drags, reroute points |
  * | undo.ts       | undo/redo snapshots of the document                           |
  * | seeds.ts      | seed control-after-generate (no state: rules live in node ui) |
  * | run.ts        | the followed run: node statuses, progress, previews, outputs, errors |
@@ -16,6 +17,7 @@
  * to the server is session.ts's job.
  */
 import { create } from "zustand";
+import { createAnnotationsSlice } from "./annotations";
 import { createCatalogSlice } from "./catalog";
 import { createDocumentSlice } from "./document";
 import { createQueueSlice } from "./queue";
@@ -28,6 +30,7 @@ import { createUndoSlice } from "./undo";
 export const useEditor = create<EditorState>()((...a) => ({
   ...createCatalogSlice(...a),
   ...createDocumentSlice(...a),
+  ...createAnnotationsSlice(...a),
   ...createUndoSlice(...a),
   ...createSeedsSlice(...a),
   ...createRunSlice(...a),
@@ -56,12 +59,29 @@ export const {
   setInput,
   setTitle,
   setNodeUi,
+  setMode,
+  toggleMode,
   toggleSocket,
   deleteSelected,
   selectAll,
   copySelected,
   paste,
   autoLayout,
+  // annotations
+  addNote,
+  editNote,
+  setNoteText,
+  addGroup,
+  setGroupTitle,
+  setItemColor,
+  deleteItem,
+  beginDrag,
+  endDrag,
+  addReroute,
+  beginRerouteDrag,
+  moveReroute,
+  removeReroute,
+  clearReroutes,
   // undo
   undo,
   redo,
@@ -86,6 +106,10 @@ export const {
   closeLightbox,
   openDialog,
   closeDialog,
+  showImportReport,
+  openContextMenu,
+  closeContextMenu,
+  focusNodes,
   openMaskPainter,
   closeMaskPainter,
   showPanel,
@@ -98,4 +122,5 @@ export type { OpenOptions } from "./document";
 export type { ConnectionState } from "./queue";
 export type { NodeErrors, NodeRunState, NodeRunStatus } from "./run";
 export { randomSeed, SEED_CONTROL_KEY, seedControlOf, type SeedControl } from "./seeds";
-export type { DialogKind, MaskTarget, PanelKind, PendingLink, SearchPopup, Toast } from "./ui";
+export type { ContextMenuState, ContextTarget, DialogKind, MaskTarget, PanelKind, PendingLink, SearchPopup, Toast } from "./ui";
+export { ITEM_COLOURS, type GroupMembers, type PointRef } from "./annotations";

@@ -7,7 +7,8 @@ import { imagesOf, type LiveRun, type RunEvent } from "../api";
 import type { ImageRef, ValidationError } from "../types";
 import type { Slice } from "./state";
 
-export type NodeRunStatus = "queued" | "running" | "cached" | "done" | "failed" | "skipped" | "cancelled";
+/** "disabled": the node's mode, or a muted node it needs, keeps it from running (`message` says which). */
+export type NodeRunStatus = "queued" | "running" | "cached" | "done" | "failed" | "skipped" | "cancelled" | "disabled";
 
 export interface NodeRunState {
   status: NodeRunStatus;
@@ -45,6 +46,15 @@ export interface RunSlice {
   /** When a run ends: the node it stopped in shows "cancelled", nodes it never reached lose their
    * mark; cached and done stay until the next run starts. */
   finishRun(event: RunEvent): void;
+}
+
+/** The nodes a run leaves out because of modes ({node: "bypassed" | "muted" | "needs muted node 'x'"}). */
+function disabledStates(disabled: unknown): Record<string, NodeRunState> {
+  const states: Record<string, NodeRunState> = {};
+  if (disabled && typeof disabled === "object" && !Array.isArray(disabled)) {
+    for (const [id, reason] of Object.entries(disabled as Record<string, unknown>)) states[id] = { status: "disabled", message: String(reason) };
+  }
+  return states;
 }
 
 const LIVE_STATUS: Record<string, NodeRunStatus> = {
@@ -98,7 +108,7 @@ export const createRunSlice: Slice<RunSlice> = (set, get) => {
       const { data } = event;
       const node = typeof data.node === "string" ? data.node : undefined;
       if (event.type === "run_started") {
-        const runNodes: Record<string, NodeRunState> = {};
+        const runNodes: Record<string, NodeRunState> = disabledStates(data.disabled);
         for (const id of (data.to_run as string[] | undefined) ?? []) runNodes[id] = { status: "queued" };
         for (const id of (data.cached as string[] | undefined) ?? []) runNodes[id] = { status: "cached" };
         set({ activeRun: event.run_id, runNodes, errors: {}, workflowErrors: [] });
@@ -132,7 +142,7 @@ export const createRunSlice: Slice<RunSlice> = (set, get) => {
     },
 
     showLiveRun: (run) => {
-      const runNodes: Record<string, NodeRunState> = {};
+      const runNodes: Record<string, NodeRunState> = disabledStates(run.disabled);
       for (const [id, state] of Object.entries(run.nodes)) {
         runNodes[id] = { status: LIVE_STATUS[state.status] ?? "queued", step: state.step, total: state.total };
       }

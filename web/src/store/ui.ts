@@ -1,9 +1,10 @@
 /**
  * UI slice: transient state that is not part of the document and not saved: toasts, the node
- * search popup, the lightbox, the modal dialog, the mask painter, the side panel's tab, and
- * requests to fit the view.
+ * search popup, the context menu, the lightbox, the modal dialog (and the import report it may
+ * show), the mask painter, the side panel's tab, and requests to fit or focus the view.
  */
 import type { XYPosition } from "@xyflow/react";
+import { reportIsEmpty, type ImportReport } from "../importing";
 import type { ImageRef } from "../types";
 import type { Slice } from "./state";
 
@@ -27,7 +28,22 @@ export interface SearchPopup {
   link?: PendingLink;
 }
 
-export type DialogKind = "open" | "save-as";
+export type DialogKind = "open" | "save-as" | "import-report";
+
+/** What a right-click was on. An edge target says where a new reroute point would go. */
+export type ContextTarget =
+  | { kind: "pane" }
+  | { kind: "node"; id: string }
+  | { kind: "note"; id: string }
+  | { kind: "group"; id: string }
+  | { kind: "edge"; id: string; node: string; input: string; insert: { index: number; point: XYPosition } }
+  | { kind: "reroute"; node: string; input: string; index: number };
+
+export interface ContextMenuState {
+  screen: XYPosition;
+  flow: XYPosition;
+  target: ContextTarget;
+}
 
 /** The image input the mask painter edits: the node, its input, and the image it had when opened. */
 export interface MaskTarget {
@@ -42,10 +58,15 @@ export interface UiSlice {
   search: SearchPopup | null;
   lightbox: { image: ImageRef; runId?: string } | null;
   dialog: DialogKind | null;
+  /** The converter's report on the file imported last (shown by the "import-report" dialog). */
+  importReport: { fileName: string; report: ImportReport } | null;
+  contextMenu: ContextMenuState | null;
   maskPainter: MaskTarget | null;
   panel: PanelKind;
   /** Bumped when the canvas should fit the view (a workflow was opened, nodes were arranged). */
   fitRequest: number;
+  /** Nodes the view should show (a click in the import report); `n` tells requests apart. */
+  focusRequest: { ids: string[]; n: number } | null;
 
   /** Show a message for a few seconds (errors longer); at most three at a time. */
   toast(text: string, kind?: Toast["kind"]): void;
@@ -56,6 +77,12 @@ export interface UiSlice {
   closeLightbox(): void;
   openDialog(dialog: DialogKind): void;
   closeDialog(): void;
+  /** Keep an import's report and show it, unless it has nothing to say. */
+  showImportReport(fileName: string, report: ImportReport): void;
+  openContextMenu(menu: ContextMenuState): void;
+  closeContextMenu(): void;
+  /** Zoom to these nodes and select them. */
+  focusNodes(ids: string[]): void;
   openMaskPainter(target: MaskTarget): void;
   closeMaskPainter(): void;
   showPanel(panel: PanelKind): void;
@@ -69,9 +96,12 @@ export const createUiSlice: Slice<UiSlice> = (set, get) => {
     search: null,
     lightbox: null,
     dialog: null,
+    importReport: null,
+    contextMenu: null,
     maskPainter: null,
     panel: "gallery",
     fitRequest: 0,
+    focusRequest: null,
 
     toast: (text, kind = "info") => {
       const id = ++toastCounter;
@@ -85,6 +115,17 @@ export const createUiSlice: Slice<UiSlice> = (set, get) => {
     closeLightbox: () => set({ lightbox: null }),
     openDialog: (dialog) => set({ dialog }),
     closeDialog: () => set({ dialog: null }),
+    showImportReport: (fileName, report) =>
+      set({ importReport: { fileName, report }, ...(reportIsEmpty(report) ? {} : { dialog: "import-report" as const }) }),
+    openContextMenu: (contextMenu) => set({ contextMenu, search: null }),
+    closeContextMenu: () => set({ contextMenu: null }),
+    focusNodes: (ids) => {
+      const chosen = new Set(ids);
+      set((s) => ({
+        nodes: s.nodes.map((n) => (chosen.has(n.id) !== !!n.selected ? { ...n, selected: chosen.has(n.id) } : n)),
+        focusRequest: { ids, n: (s.focusRequest?.n ?? 0) + 1 },
+      }));
+    },
     openMaskPainter: (maskPainter) => set({ maskPainter, search: null }),
     closeMaskPainter: () => set({ maskPainter: null }),
     showPanel: (panel) => set({ panel }),

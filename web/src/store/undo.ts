@@ -1,12 +1,14 @@
-/** Undo slice: snapshots of the document (nodes, edges, meta) before each edit, and undo/redo.
- * Document and seed actions call `remember()` before they change the graph. */
-import type { GraphEdge, GraphNode } from "../workflow";
+/** Undo slice: snapshots of the document (nodes, edges, notes, groups, meta) before each edit, and
+ * undo/redo. Document, annotation and seed actions call `remember()` before they change the graph. */
+import type { GraphEdge, GraphNode, GroupNode, NoteNode } from "../workflow";
 import { linkedInputsOf } from "./document";
 import type { Slice } from "./state";
 
 export interface Snapshot {
   nodes: GraphNode[];
   edges: GraphEdge[];
+  notes: NoteNode[];
+  groups: GroupNode[];
   meta: Record<string, unknown>;
 }
 
@@ -27,8 +29,8 @@ export const createUndoSlice: Slice<UndoSlice> = (set, get) => {
   let lastCoalesceKey: string | null = null;
   let lastCoalesceTime = 0;
   const snapshot = (): Snapshot => {
-    const { nodes, edges, meta } = get();
-    return { nodes, edges, meta };
+    const { nodes, edges, notes, groups, meta } = get();
+    return { nodes, edges, notes, groups, meta };
   };
   return {
     past: [],
