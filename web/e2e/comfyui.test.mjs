@@ -7,27 +7,17 @@
 import assert from "node:assert/strict";
 import { deflateSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
-import { launchBrowser } from "./browser.mjs";
-import { dropFile, focusNodes, graphState, mod, screenshot } from "./helpers.mjs";
-import { startServer } from "./server.mjs";
+import { closeSession, dropFile, focusNodes, graphState, mod, openSession, screenshot } from "./helpers.mjs";
 import { comfyDemoWorkflow } from "./workflows.mjs";
 
 let server, browser, page, baseUrl;
 const pageErrors = [];
 
 before(async () => {
-  server = process.env.E2E_URL ? null : await startServer();
-  baseUrl = process.env.E2E_URL ?? server.url;
-  browser = await launchBrowser();
-  page = browser.context.pages()[0] ?? (await browser.context.newPage());
-  page.on("pageerror", (error) => pageErrors.push(error.message));
-  page.on("dialog", (dialog) => dialog.accept());
+  ({ server, browser, page, baseUrl } = await openSession(pageErrors));
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => closeSession({ server, browser }));
 
 // ---- a PNG as ComfyUI writes it: a picture with the workflow in a tEXt chunk -------------------
 

@@ -5,9 +5,8 @@
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { launchBrowser } from "./browser.mjs";
-import { dragLink, dropFile, focusNodes, graphState, handle, mod, recordRunStates, runStates, screenshot } from "./helpers.mjs";
-import { ARTIFACTS, startServer } from "./server.mjs";
+import { closeSession, dragLink, dropFile, focusNodes, graphState, handle, mod, openSession, recordRunStates, runStates, screenshot } from "./helpers.mjs";
+import { ARTIFACTS } from "./server.mjs";
 import { join } from "node:path";
 
 const DEFAULT_NODES = ["checkpoint", "positive", "negative", "latent", "sampler", "decode", "save"];
@@ -17,18 +16,10 @@ const pageErrors = [];
 
 before(async () => {
   for (const name of readdirSync(ARTIFACTS)) if (/^\d\d-.*\.png$/.test(name)) rmSync(join(ARTIFACTS, name)); // last run's
-  server = process.env.E2E_URL ? null : await startServer();
-  baseUrl = process.env.E2E_URL ?? server.url;
-  browser = await launchBrowser();
-  page = browser.context.pages()[0] ?? (await browser.context.newPage());
-  page.on("pageerror", (error) => pageErrors.push(error.message));
-  page.on("dialog", (dialog) => dialog.accept());
+  ({ server, browser, page, baseUrl } = await openSession(pageErrors));
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => closeSession({ server, browser }));
 
 describe("the editor", { concurrency: false }, () => {
   it("opens the default txt2img workflow and connects", async () => {

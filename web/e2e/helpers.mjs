@@ -1,7 +1,8 @@
 // Helpers the browser tests share: the page, the store, dragging links, screenshots.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { ARTIFACTS } from "./server.mjs";
+import { launchBrowser } from "./browser.mjs";
+import { ARTIFACTS, startServer } from "./server.mjs";
 
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -82,3 +83,20 @@ export async function recordRunStates(page) {
 }
 
 export const runStates = (page) => page.evaluate(() => window.__runStates);
+
+/** A server (or $E2E_URL's) and a browser page on it, recording page errors into `pageErrors`;
+ * `acceptDialogs` answers confirm() prompts ("Discard the unsaved changes?") with yes. */
+export async function openSession(pageErrors, { acceptDialogs = true } = {}) {
+  const server = process.env.E2E_URL ? null : await startServer();
+  const baseUrl = process.env.E2E_URL ?? server.url;
+  const browser = await launchBrowser();
+  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+  if (acceptDialogs) page.on("dialog", (dialog) => dialog.accept());
+  return { server, browser, page, baseUrl };
+}
+
+export async function closeSession({ server, browser }) {
+  await browser?.close();
+  await server?.stop();
+}

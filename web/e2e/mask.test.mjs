@@ -6,9 +6,7 @@
 //   npm run test:e2e            (starts its own server; E2E_URL=http://... uses a running one)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { launchBrowser } from "./browser.mjs";
-import { focusNodes, graphState, mod, screenshot } from "./helpers.mjs";
-import { startServer } from "./server.mjs";
+import { closeSession, focusNodes, graphState, mod, openSession, screenshot } from "./helpers.mjs";
 
 const WIDTH = 64;
 const HEIGHT = 48;
@@ -33,18 +31,10 @@ const WORKFLOW = {
 };
 
 before(async () => {
-  server = process.env.E2E_URL ? null : await startServer();
-  baseUrl = process.env.E2E_URL ?? server.url;
-  browser = await launchBrowser();
-  page = browser.context.pages()[0] ?? (await browser.context.newPage());
-  page.on("pageerror", (error) => pageErrors.push(error.message));
-  page.on("dialog", (dialog) => dialog.accept()); // "Discard the unsaved changes?" when opening another workflow
+  ({ server, browser, page, baseUrl } = await openSession(pageErrors));
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => closeSession({ server, browser }));
 
 /** A picture with colour everywhere (gradients and blocks), as PNG bytes and RGBA pixels. */
 async function makePicture() {

@@ -3,9 +3,7 @@
 //   npm run test:e2e            (starts its own server; E2E_URL=http://... uses a running one)
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { launchBrowser } from "./browser.mjs";
-import { focusNodes, mod, screenshot } from "./helpers.mjs";
-import { startServer } from "./server.mjs";
+import { closeSession, focusNodes, mod, openSession, screenshot } from "./helpers.mjs";
 
 const WIDTH = 64;
 const HEIGHT = 48;
@@ -14,17 +12,10 @@ let server, browser, page, baseUrl;
 const pageErrors = [];
 
 before(async () => {
-  server = process.env.E2E_URL ? null : await startServer();
-  baseUrl = process.env.E2E_URL ?? server.url;
-  browser = await launchBrowser();
-  page = browser.context.pages()[0] ?? (await browser.context.newPage());
-  page.on("pageerror", (error) => pageErrors.push(error.message));
+  ({ server, browser, page, baseUrl } = await openSession(pageErrors, { acceptDialogs: false }));
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => closeSession({ server, browser }));
 
 /** Draw the picture in the page, upload it as a user's image would be, and return its input name. */
 async function uploadPicture() {
