@@ -386,12 +386,28 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         config.web_dir = args.web_dir
     config.backups, config.backup_interval = args.backups, args.backup_interval
     config.restore_backup, config.reset_database = args.restore_backup, args.reset_database
+    config.ray_address, config.ray_workers, config.ray_models_dir = args.ray, args.ray_workers, args.ray_models_dir
+    if config.uses_ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # not imported: Ray reads its settings when it is
+            raise UsageError("--ray and --ray-workers need Ray: pip install 'latentgraph[ray]'")
     try:
         config.check()
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     from latentgraph.server.backup import DatabaseProblem
 
+    if config.uses_ray:  # connect (or start the local cluster) first: a refusal is a message, not a traceback
+        import logging
+
+        from latentgraph.server.cluster import init_ray
+
+        logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s: %(message)s")
+        try:
+            init_ray(config.ray_address, cpus=config.ray_workers)
+        except ConnectionError as exc:
+            raise UsageError(str(exc)) from None
     try:
         serve(config, registry=reg, log_level=args.log_level)
     except DatabaseProblem as exc:  # a damaged run database, or nothing to restore: what to do, no traceback
@@ -508,6 +524,16 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.add_argument("--reset-database", action="store_true",
                           help="before starting, move runs.sqlite aside (kept, never deleted) and start with an empty "
                                "run history")
+    cluster = serve.add_argument_group("scale-out on Ray (README: Scale-out on Ray; needs latentgraph[ray])")
+    cluster.add_argument("--ray", metavar="ADDRESS",
+                         help="run the queue on a Ray cluster: `auto` (the cluster this machine belongs to) or its "
+                              "head's address; token authentication on (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    cluster.add_argument("--ray-workers", type=int, metavar="N",
+                         help="worker actors, each keeping its models loaded (default: one per GPU in the cluster, "
+                              "else one per CPU); without --ray, a Ray cluster of N CPUs starts in this process")
+    cluster.add_argument("--ray-models-dir", type=Path, metavar="DIR",
+                         help="the models root on the worker machines (default: this server's model folders, "
+                              "the same paths on every machine)")
     serve.set_defaults(handler=command_serve)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the workflow format")

@@ -42,6 +42,15 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._models)
 
+    def keys(self) -> list[Hashable]:
+        """The keys of the models held, least recently used first. Without the lock, which a load
+        holds for seconds: a copy taken while another thread changes the cache is taken again."""
+        while True:
+            try:
+                return list(self._models)
+            except RuntimeError:  # mutated during the copy
+                continue
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()

@@ -83,6 +83,17 @@ class ServerConfig:
     restore_backup: bool = False  # at start-up: move runs.sqlite aside, put the newest good backup in its place
     reset_database: bool = False  # at start-up: move runs.sqlite aside, start with an empty history
 
+    # Scale-out on Ray (server/cluster.py; README "Scale-out on Ray"): runs execute on a pool of Ray
+    # actors when either is set. ray_address: "auto" or a cluster head's address (None: a cluster
+    # started in this process); ray_workers: how many actors (None: one per GPU, else per CPU).
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    ray_models_dir: Path | None = None  # the models root on the workers' machines (None: the head's paths)
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.ray_address is not None or self.ray_workers is not None
+
     def check(self) -> None:
         """Refuse configurations that would expose the server (raises ConfigError)."""
         if not is_loopback(self.host) and not self.token:
@@ -100,6 +111,10 @@ class ServerConfig:
             raise ConfigError(f"--backups must be 0 (no backups) or more, not {self.backups}")
         if self.backup_interval < 0:
             raise ConfigError(f"--backup-interval must be 0 (only at start-up) or more minutes, not {self.backup_interval:g}")
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ConfigError(f"--ray-workers must be 1 or more, not {self.ray_workers}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ConfigError("--ray needs `auto` or the address of a Ray cluster's head (host:port)")
         if self.restore_backup and self.reset_database:
             raise ConfigError("--restore-backup and --reset-database exclude each other: restore the newest backup, "
                               "or start with an empty history")

@@ -72,6 +72,9 @@ class RunState:
             self.status = data.get("status", "finished")
         elif kind == "run_cancelled":
             self.status = "cancelled"
+        elif kind == "run_requeued":  # its worker was lost: it waits in the queue to start again
+            self.status = "queued"
+            self.node = None
         elif kind == "run_interrupted":
             self.status = "interrupted"
 

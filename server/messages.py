@@ -54,12 +54,22 @@ class RunMessage:
 
 def encode_preview(image: Any, max_side: int) -> dict[str, Any] | None:
     """A PIL image (or already-encoded JPEG bytes) as the wire's preview object."""
-    if isinstance(image, (bytes, bytearray)):  # a remote worker may send it encoded
+    if isinstance(image, (bytes, bytearray)):  # a remote worker sends it encoded (preview_jpeg)
         from PIL import Image
 
         with Image.open(io.BytesIO(image)) as opened:
             width, height = opened.size
         return {"mime": "image/jpeg", "width": width, "height": height, "data": base64.b64encode(image).decode()}
+    jpeg = preview_jpeg(image, max_side)
+    if jpeg is None:
+        return None
+    data, width, height = jpeg
+    return {"mime": "image/jpeg", "width": width, "height": height, "data": base64.b64encode(data).decode()}
+
+
+def preview_jpeg(image: Any, max_side: int) -> tuple[bytes, int, int] | None:
+    """A PIL image scaled down to `max_side` and encoded as JPEG: (bytes, width, height); None for
+    anything that is not an image."""
     if not hasattr(image, "save") or not hasattr(image, "size"):
         return None
     if max(image.size) > max_side:
@@ -70,7 +80,7 @@ def encode_preview(image: Any, max_side: int) -> dict[str, Any] | None:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
     width, height = image.size
-    return {"mime": "image/jpeg", "width": width, "height": height, "data": base64.b64encode(buffer.getvalue()).decode()}
+    return buffer.getvalue(), width, height
 
 
 def run_message(event: Event, seq: int, preview_max_side: int = 256) -> RunMessage:
@@ -99,4 +109,4 @@ def server_event(run_id: str, seq: int, kind: str, data: dict[str, Any]) -> RunM
     return run_message(Event(kind, run_id, data), seq)
 
 
-__all__ = ["MAX_PROGRESS_KEPT", "RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "run_message", "server_event"]
+__all__ = ["MAX_PROGRESS_KEPT", "RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "preview_jpeg", "run_message", "server_event"]

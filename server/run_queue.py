@@ -10,10 +10,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from latentgraph.engine import CancelToken
-from latentgraph.server.store import RUNNING, RunRecord, RunStore
+from latentgraph.server.store import QUEUED, RUNNING, RunRecord, RunStore
+
+# What a worker pool's dispatcher may say when it takes a run: given the runs it may choose from
+# (the leading runs of the queue, all of one priority, in queue order), the index of the one it
+# takes, or None to take none of them now (another worker suits them better).
+Preference = Callable[[Sequence["RunRecord"]], "int | None"]
+PREFERENCE_WINDOW = 256  # queued runs a preference looks at, at most
 
 
 @dataclass
@@ -22,6 +28,8 @@ class ActiveRun:
 
     record: RunRecord
     cancel: CancelToken = field(default_factory=CancelToken)
+    attempt: int = 1  # 2, 3...: taken again after the worker running it was lost (see RunQueue.requeue)
+    seq: int = 0  # a requeued run: the last seq its earlier attempts published (0: read the store)
 
 
 class NotPending(LookupError):
@@ -38,13 +46,19 @@ class RunQueue:
         self.on_change = on_change
         self._pending: list[RunRecord] = []  # in the order they will run
         self._running: dict[str, ActiveRun] = {}
+        self._attempts: dict[str, int] = {}  # run → times it was taken, for runs put back by `requeue`
+        self._seqs: dict[str, int] = {}  # requeued run → the last seq published for it
         self._cond = threading.Condition()
         self._closed = False
+        # A worker pool sets this: what a queued run needs that a worker may hold (its checkpoint
+        # names), read off the whole workflow once when the run enters the queue; kept in `needs`.
+        self.needs_of: Callable[[dict], frozenset[str]] | None = None
+        self.needs: dict[str, frozenset[str]] = {}
 
     def load(self) -> int:
         """Take up the runs the store holds as queued (after a restart). Returns how many."""
         with self._cond:
-            self._pending = [_slim(r) for r in self.store.pending()]
+            self._pending = [self._slim(r) for r in self.store.pending()]
             self._renumber()
             self._cond.notify_all()
             return len(self._pending)
@@ -54,12 +68,12 @@ class RunQueue:
     def submit(self, run: RunRecord) -> int:
         """Queue a run (already in the store) behind every run of the same or higher priority.
         Returns how many runs are ahead of it in the queue."""
-        run = _slim(run)
         with self._cond:
+            run = self._slim(run)
             index = next((i for i, r in enumerate(self._pending) if r.priority < run.priority), len(self._pending))
             self._pending.insert(index, run)
             self._place(index)
-            self._cond.notify()
+            self._cond.notify_all()  # with a pool, the worker that prefers it may not be the one woken first
         self.on_change()
         return index
 
@@ -82,6 +96,7 @@ class RunQueue:
             for index, run in enumerate(self._pending):
                 if run.id == run_id:
                     del self._pending[index]
+                    self._forget(run_id)
                     break
             else:
                 return None
@@ -91,6 +106,8 @@ class RunQueue:
     def remove_all(self) -> list[RunRecord]:
         with self._cond:
             removed, self._pending = self._pending, []
+            for run in removed:
+                self._forget(run.id)
         if removed:
             self.on_change()
         return removed
@@ -111,32 +128,82 @@ class RunQueue:
 
     # --- the worker side -------------------------------------------------------------------------
 
-    def take(self, timeout: float | None = None) -> ActiveRun | None:
-        """The next run, marked running; waits up to `timeout` seconds. None on timeout or close."""
+    def take(self, timeout: float | None = None, prefer: Preference | None = None) -> ActiveRun | None:
+        """The next run, marked running; waits up to `timeout` seconds. None on timeout or close.
+
+        `prefer` (a worker pool's dispatcher) picks among the leading queued runs of the highest
+        waiting priority, e.g. one whose model its worker has loaded; when it picks none, the call
+        waits for the queue to change."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._pending and not self._closed:
+            while True:
+                if self._closed:
+                    return None
+                index = self._choose(prefer) if self._pending else None
+                if index is not None:
+                    break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            if self._closed:
-                return None
-            run = self._pending.pop(0)
+            run = self._pending.pop(index)
             stored = self.store.get(run.id)  # the whole workflow, which the queue does not hold
             if stored is not None:
                 run.workflow = stored.workflow
             run.status, run.started, run.position = RUNNING, time.time(), None
             self.store.update(run.id, status=RUNNING, started=run.started, position=None)
-            active = self._running[run.id] = ActiveRun(run)
+            attempt = self._attempts.get(run.id, 0) + 1
+            self._attempts[run.id] = attempt
+            active = self._running[run.id] = ActiveRun(run, attempt=attempt, seq=self._seqs.pop(run.id, 0))
         self.on_change()
         return active
 
-    def done(self, run_id: str) -> None:
-        """The worker is through with a run (its final state is already stored)."""
+    def _choose(self, prefer: Preference | None) -> int | None:
+        if prefer is None:
+            return 0
+        top = self._pending[0].priority
+        window = []
+        for run in self._pending[:PREFERENCE_WINDOW]:
+            if run.priority != top:
+                break
+            window.append(run)
+        index = prefer(window)
+        return index if index is None or 0 <= index < len(window) else 0
+
+    def requeue(self, active: ActiveRun, seq: int) -> bool:
+        """Put a running run back at the front of the queue, to be taken again (its worker was lost
+        mid-run). False if it is no longer running (a stop recorded it). It keeps its count of
+        attempts (the next `take` gives it `attempt` + 1) and `seq`, the last seq published for it,
+        which its next attempt numbers on from."""
         with self._cond:
-            self._running.pop(run_id, None)
+            if self._running.get(active.record.id) is not active:
+                return False
+            del self._running[active.record.id]
+            self._seqs[active.record.id] = seq
+            run = active.record
+            run.status, run.started = QUEUED, None
+            self.store.update(run.id, status=QUEUED, started=None)
+            self._pending.insert(0, self._slim(run))
+            self._place(0)
+            self._cond.notify_all()
         self.on_change()
+        return True
+
+    def done(self, run_id: str, active: ActiveRun | None = None) -> None:
+        """The worker is through with a run (its final state is already stored). With `active`, only
+        that taking of the run is let go of (a requeued run may be running again elsewhere)."""
+        with self._cond:
+            current = self._running.get(run_id)
+            if current is not None and (active is None or current is active):
+                del self._running[run_id]
+            if run_id not in self._running and not any(r.id == run_id for r in self._pending):
+                self._forget(run_id)
+        self.on_change()
+
+    def wake(self) -> None:
+        """Let waiting takers look at the queue again (what their preference depends on changed)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Wake every waiting worker; `take` returns None from now on."""
@@ -190,6 +257,19 @@ class RunQueue:
                 return
         run.position = position
         self.store.set_positions([(run.id, position)])
+
+    def _slim(self, run: RunRecord) -> RunRecord:
+        if self.needs_of is not None:
+            try:
+                self.needs[run.id] = self.needs_of(run.workflow)
+            except Exception:  # a hint for placement only: never keep a run out of the queue
+                self.needs[run.id] = frozenset()
+        return _slim(run)
+
+    def _forget(self, run_id: str) -> None:
+        self._attempts.pop(run_id, None)
+        self._seqs.pop(run_id, None)
+        self.needs.pop(run_id, None)
 
     def _renumber(self) -> None:
         for index, run in enumerate(self._pending):

@@ -43,7 +43,7 @@ class ServerState:
     queue: RunQueue
     hub: EventHub
     runs: RunService
-    dispatcher: Dispatcher
+    dispatcher: Any  # a Dispatcher, or a RayWorkerPool (server/cluster.py): start(), stop(timeout), alive
     catalog: CatalogCache
     workflows: WorkflowLibrary
     thumbnails: Thumbnails
@@ -105,10 +105,18 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
     runs = RunService(store, queue, hub, registry, services=services, max_queued=config.max_queued,
                       max_queued_per_client=config.max_queued_per_client)
     retention = Retention(store, config.history_max_runs, config.history_max_days)
-    dispatcher = Dispatcher(queue, store, hub, worker or LocalWorker(executor), config.preview_max_side,
-                            events=EventWriter(store),
-                            bounds=StoredBounds(max_string=config.max_stored_value, budget=config.max_stored_run),
-                            after_run=retention.maybe_prune)
+    bounds = StoredBounds(max_string=config.max_stored_value, budget=config.max_stored_run)
+    dispatcher: Any
+    if config.uses_ray and worker is None:
+        from latentgraph.server.cluster import RayWorkerPool, settings_for
+
+        dispatcher = RayWorkerPool(queue, store, hub, registry, folders, settings_for(config, folders),
+                                   count=config.ray_workers, address=config.ray_address,
+                                   preview_max_side=config.preview_max_side, bounds=bounds,
+                                   after_run=retention.maybe_prune, min_free_disk=config.limits.min_free_disk)
+    else:
+        dispatcher = Dispatcher(queue, store, hub, worker or LocalWorker(executor), config.preview_max_side,
+                                events=EventWriter(store), bounds=bounds, after_run=retention.maybe_prune)
     state = ServerState(
         config=config, registry=registry, folders=folders, executor=executor, store=store, queue=queue, hub=hub,
         runs=runs, dispatcher=dispatcher, retention=retention, backups=backups, catalog=CatalogCache(registry, services),

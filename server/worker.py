@@ -48,8 +48,23 @@ class Outcome:
 class Worker(Protocol):
     def execute(self, job: Job, cancel: CancelToken, publish: Publish) -> Outcome:
         """Run the job to its end, calling `publish` with each event in order, and stop at the next
-        cancel point once `cancel` is set. Returns the outcome; raising is a bug the caller survives."""
+        cancel point once `cancel` is set. Returns the outcome; raises WorkerLost when the process
+        or machine executing it went away mid-run (the dispatcher re-queues the run); raising
+        anything else is a bug the caller survives.
+
+        A worker may also have `wait_ready(timeout) -> bool` (the dispatcher takes no run while it
+        says False, e.g. while a remote worker restarts) and `prefer(runs) -> int | None` (which of
+        the leading queued runs it takes; see RunQueue.take)."""
         ...
+
+
+class WorkerLost(Exception):
+    """The worker executing a run went away mid-run (its process or machine died): the run did not
+    end and may be run again from the start elsewhere. `worker` names it."""
+
+    def __init__(self, message: str, worker: str = "") -> None:
+        super().__init__(message)
+        self.worker = worker
 
 
 class LocalWorker:
@@ -82,6 +97,7 @@ class LocalWorker:
 
 
 SEQ_BLOCK = 256  # seqs reserved in the store at a time (one short write per this many events)
+MAX_ATTEMPTS = 3  # times a run is started before a lost worker makes it `interrupted` instead of re-queued
 
 
 class Dispatcher:
@@ -99,7 +115,7 @@ class Dispatcher:
     def __init__(self, queue: RunQueue, store: RunStore, hub: EventHub, worker: Worker,
                  preview_max_side: int = 256, name: str = "latentgraph-worker",
                  events: EventWriter | None = None, bounds: StoredBounds | None = None,
-                 after_run: Callable[[], None] = lambda: None) -> None:
+                 after_run: Callable[[], None] = lambda: None, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.queue = queue
         self.store = store
         self.hub = hub
@@ -108,6 +124,9 @@ class Dispatcher:
         self.events = events if events is not None else EventWriter(store)
         self.bounds = bounds if bounds is not None else StoredBounds()
         self.after_run = after_run
+        self.max_attempts = max_attempts
+        self._ready = getattr(worker, "wait_ready", None)
+        self._prefer = getattr(worker, "prefer", None)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._record_lock = threading.Lock()  # who records the run in progress: its thread, or stop()
@@ -139,7 +158,9 @@ class Dispatcher:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                active = self.queue.take(timeout=1.0)
+                if self._ready is not None and not self._ready(1.0):
+                    continue  # e.g. a remote worker restarting: leave the queue to the others
+                active = self.queue.take(timeout=1.0, prefer=self._prefer)
             except Exception:  # the store failed to mark it running: try again shortly
                 log.exception("could not take the next run")
                 self._stopping.wait(1.0)
@@ -148,23 +169,26 @@ class Dispatcher:
                 continue
             with self._record_lock:
                 self._current = active
+            requeued = False
             try:
-                self._execute(active)
+                requeued = self._execute(active)
             except Exception:  # e.g. the store failed: log it, keep serving the queue
                 log.exception("run %s could not be recorded", active.record.id)
             finally:
                 with self._record_lock:
                     self._current = None
-                self.queue.done(active.record.id)
-                self.hub.run_stored(active.record.id)
+                self.queue.done(active.record.id, active)
+                if not requeued:
+                    self.hub.run_stored(active.record.id)
             try:
                 self.after_run()
             except Exception:
                 log.exception("after-run housekeeping failed")
 
-    def _execute(self, active: ActiveRun) -> None:
+    def _execute(self, active: ActiveRun) -> bool:
+        """Run it and record its end; True when it went back to the queue instead (worker lost)."""
         run = active.record
-        seq = self.store.last_seq(run.id)
+        seq = active.seq or self.store.last_seq(run.id)
         reserved = seq
         progress_stored = 0
         final: list[RunMessage] = []
@@ -194,6 +218,11 @@ class Dispatcher:
 
         try:
             outcome = self.worker.execute(Job(run.id, run.workflow, run.outputs), active.cancel, publish)
+        except WorkerLost as exc:
+            log.warning("run %s: %s", run.id, exc)
+            outcome = self._worker_lost(active, exc, publish, lambda: seq)
+            if outcome is None:
+                return True
         except Exception as exc:
             log.exception("worker failed on run %s", run.id)
             error = {"node": None, "error_type": type(exc).__name__, "message": f"the worker failed: {exc}"}
@@ -212,14 +241,39 @@ class Dispatcher:
         if progress_stored >= MAX_PROGRESS_KEPT:
             run.summary["progress_events_stored"] = progress_stored
         run.error = _first_error(run)
+        if outcome.status == INTERRUPTED:  # its worker was lost too often: say why, not "the server stopped"
+            run.error = outcome.errors[0]["message"] if outcome.errors else run.error
         self.events.flush()
         with self._record_lock:
             if run.id in self._abandoned:  # stop() has recorded it as interrupted already
-                return
+                return False
             self._current = None
             self.store.finish(run, [m.record for m in final])
         for message in final:
             self.hub.publish(message, run.client_id)
+        return False
+
+    def _worker_lost(self, active: ActiveRun, lost: WorkerLost, publish: Publish,
+                     last_seq: Callable[[], int]) -> Outcome | None:
+        """A worker went away mid-run: back to the front of the queue (None), or, cancelled or past
+        `max_attempts`, the outcome to record (its closing event published)."""
+        run = active.record
+        where = f" ({lost.worker})" if lost.worker and lost.worker not in str(lost) else ""
+        if active.cancel.cancelled and not self._stopping.is_set():
+            publish(Event("run_cancelled", run.id, {"seconds": 0.0, "node": None, "reason": f"{lost}{where}"}))
+            return Outcome(CANCELLED)
+        if active.attempt >= self.max_attempts:
+            reason = f"the worker running it was lost {active.attempt} times; the last time: {lost}{where}"
+            publish(Event("run_interrupted", run.id, {"reason": reason}))
+            return Outcome(INTERRUPTED, errors=[{"node": None, "error_type": "WorkerLost", "message": reason}])
+        publish(Event("run_requeued", run.id, {"reason": str(lost), "worker": lost.worker, "attempt": active.attempt,
+                                               "max_attempts": self.max_attempts}))
+        self.events.flush()  # the next attempt numbers on from the stored events
+        if not self.queue.requeue(active, last_seq()):
+            reason = f"the server stopped while the run was being re-queued after: {lost}{where}"
+            publish(Event("run_interrupted", run.id, {"reason": reason}))
+            return Outcome(INTERRUPTED, errors=[{"node": None, "error_type": "WorkerLost", "message": reason}])
+        return None
 
     def _record_interrupted(self, run: RunRecord, reason: str) -> None:
         self.events.flush()
@@ -243,4 +297,4 @@ def _first_error(run: Any) -> str | None:
     return None
 
 
-__all__ = ["Dispatcher", "Job", "LocalWorker", "Outcome", "Worker"]
+__all__ = ["Dispatcher", "Job", "LocalWorker", "MAX_ATTEMPTS", "Outcome", "Worker", "WorkerLost"]

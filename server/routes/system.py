@@ -26,6 +26,8 @@ class SystemInfo(BaseModel):
     caches: dict[str, Any] = Field(description="output cache, loaded models, thumbnails, run database and its backups")
     runs: dict[str, int] = Field(description="runs by status")
     uptime: float = Field(description="seconds since start-up")
+    workers: list[dict[str, Any]] | None = Field(None, description="with a Ray worker pool: each worker, whether it "
+                                                 "answers, runs done, checkpoints loaded, its inventory")
 
 
 def _version(package: str) -> str | None:
@@ -102,8 +104,9 @@ def system_info(state: ServerState = Depends(get_state)) -> SystemInfo:
         caches["database_backups"] = state.backups.stats()
     versions = {"python": platform.python_version(), "latentgraph": state.version, "torch": _version("torch"),
                 "fastapi": _version("fastapi"), "pydantic": _version("pydantic"), "uvicorn": _version("uvicorn")}
+    pool_status = getattr(state.dispatcher, "status", None)  # a Ray worker pool (server/cluster.py)
     return SystemInfo(versions=versions, device=device, memory=memory, caches=caches, runs=state.store.counts(),
-                      uptime=time.time() - state.started)
+                      uptime=time.time() - state.started, workers=pool_status() if pool_status is not None else None)
 
 
 @router.get("/health", summary="Is the server up and its worker alive", response_model=Health)
