@@ -326,15 +326,15 @@ def cluster(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         os.link(demo_models_dir() / DEMO, checkpoints / name)
     (root / "output").mkdir()
     (root / "output" / "txt2img_00041_.png").write_bytes(b"not from a worker")  # the head's counter goes on from it
-    server = ServerThread(server_config(root, ray_workers=2, max_steps=1000), registry=load_registry()).start(timeout=120)
+    server = ServerThread(server_config(root, ray_workers=2, max_steps=1000), registry=load_registry()).start(timeout=600)
     pool = server.state.dispatcher
-    wait_for(lambda: all(w["ready"] for w in pool.status()), timeout=120)
+    wait_for(lambda: all(w["ready"] for w in pool.status()), timeout=600)
     with httpx.Client(base_url=server.url, timeout=DEADLINE, trust_env=False) as api:
         yield server, api, root, pool
     server.stop()
 
 
-def ws_until_ended(socket: Any, run_ids: set[str], timeout: float = 60.0) -> dict[str, list[dict[str, Any]]]:
+def ws_until_ended(socket: Any, run_ids: set[str], timeout: float = 600.0) -> dict[str, list[dict[str, Any]]]:
     """Each run's events as one websocket client received them, until all of them ended."""
     deadline = time.monotonic() + timeout
     events: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
@@ -405,7 +405,7 @@ def test_a_sweep_over_two_checkpoints_loads_each_once_on_one_worker(cluster: Any
     plan = [("a.safetensors", seed) if seed % 2 == 0 else ("b.safetensors", seed) for seed in range(6)]
     run_ids = {submit(api, txt2img(seed=seed, checkpoint=checkpoint, prefix="sweep"))["id"]: checkpoint
                for checkpoint, seed in plan}
-    runs = {run_id: wait_run(api, run_id, timeout=90) for run_id in run_ids}
+    runs = {run_id: wait_run(api, run_id, timeout=600) for run_id in run_ids}
     assert all(run["status"] == "succeeded" for run in runs.values())
     where = {checkpoint: {runs[r]["summary"]["worker"] for r, c in run_ids.items() if c == checkpoint}
              for checkpoint in ("a.safetensors", "b.safetensors")}
@@ -465,7 +465,7 @@ def test_an_actor_killed_mid_run_has_its_run_requeued_and_finished_once(cluster:
         victim = next(w for w in pool.workers if w.name == message["data"]["worker"])
         old_pid = victim.inventory["pid"]
         ray_cluster.kill(victim.actor, no_restart=False)
-        received = ws_until_ended(socket, set(run_ids), timeout=120)
+        received = ws_until_ended(socket, set(run_ids), timeout=600)
         received[run_ids[0]][:0] = first
     runs = [api.get(f"/api/runs/{run_id}", params={"events": "true"}).json() for run_id in run_ids]
     assert [run["status"] for run in runs] == ["succeeded"] * 3
@@ -482,7 +482,7 @@ def test_an_actor_killed_mid_run_has_its_run_requeued_and_finished_once(cluster:
     assert len(new_files) == 3
     assert sorted(run["results"]["save"]["images"][0]["filename"] for run in runs) == sorted(p.name for p in new_files)
     # Ray restarted the actor (a new process, nothing loaded); it is back in the pool.
-    wait_for(lambda: all(w["ready"] for w in pool.status()), timeout=60)
+    wait_for(lambda: all(w["ready"] for w in pool.status()), timeout=600)
     assert victim.inventory["pid"] != old_pid
 
 
