@@ -387,6 +387,7 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
     config.backups, config.backup_interval = args.backups, args.backup_interval
     config.restore_backup, config.reset_database = args.restore_backup, args.reset_database
     config.ray_address, config.ray_workers, config.ray_models_dir = args.ray, args.ray_workers, args.ray_models_dir
+    config.ray_hang_grace = args.ray_hang_grace
     if config.uses_ray:
         import importlib.util
 
@@ -534,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--ray-models-dir", type=Path, metavar="DIR",
                          help="the models root on the worker machines (default: this server's model folders, "
                               "the same paths on every machine)")
+    cluster.add_argument("--ray-hang-grace", type=float, default=server_defaults.ray_hang_grace, metavar="SECONDS",
+                         help="a worker still running this long after its run was cancelled, or after the run's time "
+                              "limit (--max-run-time), is hung: it is replaced by a fresh one (default %(default)g)")
     serve.set_defaults(handler=command_serve)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the workflow format")

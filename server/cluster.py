@@ -60,7 +60,7 @@ from latentgraph.server.event_log import EventWriter
 from latentgraph.server.hub import EventHub
 from latentgraph.server.messages import preview_jpeg
 from latentgraph.server.run_queue import RunQueue
-from latentgraph.server.store import FAILED, RunRecord, RunStore
+from latentgraph.server.store import CANCELLED, FAILED, RunRecord, RunStore
 from latentgraph.server.worker import Dispatcher, Job, LocalWorker, Outcome, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ INPUT_OBJECTS_BYTES = 256 << 20  # input images the head keeps in Ray's object s
 KNOWN_FILES = 65_536  # content hashes of files received → the head's name (LRU), for cached results
 WORKER_KEEPS_FILES = 1_000  # images a worker keeps in its scratch output and temp folders (newest)
 WORKER_INPUT_CACHE_BYTES = 1 << 30  # input images a worker keeps by hash
+HANG_GRACE = 60.0  # seconds a worker may go on past a cancel, or past the run's time limit, before it is replaced (ServerConfig.ray_hang_grace)
 REFRESH_TIMEOUT = 10.0  # seconds to wait for workers' inventories before failing a run no worker can serve
 
 
@@ -222,6 +223,7 @@ class WorkerActor:
             "loaded": self._loaded_checkpoints(), "checkpoints": self.folders.list_models("checkpoints"),
             "model_loads": models.loads if models is not None else 0, "runs": self.runs,
             "threads": torch.get_num_threads(), "device": self.services.placement_info(),
+            "node_ip": ray.util.get_node_ip_address(), "niceness": os.nice(0),
         }
 
     def cancel(self, run_id: str) -> bool:
@@ -237,8 +239,9 @@ class WorkerActor:
         return True
 
     def run(self, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Execute one job: yields each event as {type, run_id, timestamp, data[, files]}, in order,
-        then {outcome, inventory}. Saved images come along in `files` of the event that reports
+        """Execute one job: yields {events: [...]} with the events produced since the last message,
+        each as {type, run_id, timestamp, data[, files]}, in order; the last message also has
+        `outcome` and `inventory`. Saved images come along in `files` of the event that reports
         them: [{type, subfolder, filename, sha256, data}]."""
         run_id = job["run_id"]
         token = CancelToken()
@@ -254,9 +257,9 @@ class WorkerActor:
             except Exception as exc:
                 error = {"node": None, "error_type": type(exc).__name__,
                          "message": f"the input images could not be placed on worker {self.name}: {exc}"}
-                yield {"type": "run_finished", "run_id": run_id, "timestamp": time.time(),
-                       "data": {"status": FAILED, "seconds": 0.0, "results": {}, "errors": [error]}}
-                yield {"outcome": {"status": FAILED, "results": {}, "errors": [error], "summary": {}},
+                finished = {"type": "run_finished", "run_id": run_id, "timestamp": time.time(),
+                            "data": {"status": FAILED, "seconds": 0.0, "results": {}, "errors": [error]}}
+                yield {"events": [finished], "outcome": {"status": FAILED, "results": {}, "errors": [error], "summary": {}},
                        "inventory": self.inventory()}
                 return
 
@@ -272,17 +275,27 @@ class WorkerActor:
                     items.put(("error", exc))
 
             threading.Thread(target=work, name=f"latentgraph-run-{run_id}", daemon=True).start()
-            while True:
-                kind, value = items.get()
-                if kind == "event":
-                    yield value
-                elif kind == "error":
+            while True:  # each message carries every event there is by then (one object, not one per event)
+                batch = [items.get()]
+                while batch[-1][0] == "event":
+                    try:
+                        batch.append(items.get_nowait())
+                    except queues.Empty:
+                        break
+                events = [value for kind, value in batch if kind == "event"]
+                kind, value = batch[-1]
+                if kind == "error":
+                    if events:
+                        yield {"events": events}
                     raise value
-                else:
-                    self.runs += 1
-                    yield {"outcome": {"status": value.status, "results": value.results, "errors": value.errors,
-                                       "summary": value.summary}, "inventory": self.inventory()}
-                    return
+                if kind == "event":
+                    yield {"events": events}
+                    continue
+                self.runs += 1
+                yield {"events": events, "outcome": {"status": value.status, "results": value.results,
+                                                     "errors": value.errors, "summary": value.summary},
+                       "inventory": self.inventory()}
+                return
         finally:
             with self._lock:
                 self._tokens.pop(run_id, None)
@@ -529,6 +542,7 @@ class RayWorker:
         self.ready = False
         self.runs = 0  # runs it executed to their end (any status)
         self._ping: Any = None
+        self._killed: int | None = None  # the process of the actor it killed as hung
 
     # --- the dispatcher's hooks ----------------------------------------------------------------
 
@@ -547,6 +561,9 @@ class RayWorker:
         try:
             inventory = ray.get(ping)
         except _actor_errors():  # restarting: asked again on the next call, not at once
+            time.sleep(min(timeout, 0.25))
+            return False
+        if inventory.get("pid") == self._killed:  # the process it killed answered before it died
             time.sleep(min(timeout, 0.25))
             return False
         self.pool.update(self, inventory)
@@ -574,28 +591,41 @@ class RayWorker:
             payload = {"run_id": job.run_id, "workflow": job.workflow, "outputs": job.outputs,
                        "inputs": self.pool.input_entries(job.workflow)}
             stream = self.actor.run.options(num_returns="streaming").remote(payload)
-            cancel_sent = 0.0
+            started, cancelled_at, cancel_sent = time.monotonic(), None, 0.0
             while True:
-                if cancel.cancelled and time.monotonic() - cancel_sent > CANCEL_REPEAT:
-                    self.actor.cancel.remote(job.run_id)
-                    cancel_sent = time.monotonic()
+                now = time.monotonic()
+                if cancel.cancelled:
+                    cancelled_at = now if cancelled_at is None else cancelled_at
+                    if now - cancel_sent > CANCEL_REPEAT:
+                        self.actor.cancel.remote(job.run_id)
+                        cancel_sent = now
+                hung = self._hung(now - started, None if cancelled_at is None else now - cancelled_at)
+                if hung is not None:
+                    return self._replace(job, hung, cancelled_at is not None, publish)
                 ready, _ = ray.wait([stream], timeout=POLL)
                 if not ready:
                     continue
                 try:
-                    item = ray.get(next(stream))
+                    message = ray.get(next(stream))
                 except StopIteration:
-                    raise WorkerLost(f"worker {self.name} ended the run without its outcome", self.name) from None
-                if "outcome" in item:
-                    inventory = item.get("inventory")
-                    outcome = item["outcome"]
+                    message = None
+                if not isinstance(message, dict):  # what Ray gives for a call whose process was killed, at times
+                    raise WorkerLost(f"worker {self.name} ended the run without its outcome", self.name)
+                for item in message.get("events", ()):
+                    publish(self._event(item, names))
+                if "outcome" in message:
+                    inventory = message.get("inventory")
+                    outcome = message["outcome"]
                     break
-                publish(self._event(item, names))
         except _actor_errors() as exc:
             self.ready = False
             self.pool.lost(self)
             raise WorkerLost(f"worker {self.name} was lost mid-run ({type(exc).__name__}: {_first_line(exc)})",
                              self.name) from exc
+        except WorkerLost:
+            self.ready = False  # asked again before it takes another run
+            self.pool.lost(self)
+            raise
         except BaseException:  # e.g. the head could not write a file: the run fails here, so stop it there
             self.actor.cancel.remote(job.run_id)
             self.pool.finished(self, None)
@@ -603,6 +633,41 @@ class RayWorker:
         self.pool.finished(self, inventory)
         return Outcome(outcome["status"], rewrite_refs(outcome["results"], names), outcome["errors"],
                        {**outcome["summary"], "worker": self.name})
+
+    def _hung(self, running: float, since_cancel: float | None) -> str | None:
+        """Why the worker counts as hung (None: it does not): it has not stopped `hang_grace`
+        seconds after the run was cancelled, or after the run's time limit passed (a node stuck
+        where it never reaches a cancel point, or the actor's process stuck whole)."""
+        grace = self.pool.hang_grace
+        if since_cancel is not None and since_cancel > grace:
+            return f"worker {self.name} did not stop within {grace:g} s of the cancel"
+        limit = self.pool.settings.max_run_seconds
+        if limit > 0 and running > limit + grace:  # 0: no time limit
+            return f"worker {self.name} ran past the run's time limit ({limit:g} s) by {grace:g} s"
+        return None
+
+    def _replace(self, job: Job, reason: str, cancelled: bool, publish: Callable[[Event], None]) -> Outcome:
+        """Kill the hung actor (Ray starts a fresh one in its place, which the dispatcher waits
+        for) and end the run: cancelled when it was, else failed (re-running it would hang again)."""
+        import ray
+
+        log.warning("run %s: %s; replacing it", job.run_id, reason)
+        self._killed = (self.inventory or {}).get("pid")
+        self.ready = False
+        self.pool.lost(self)
+        try:
+            ray.kill(self.actor, no_restart=False)
+        except Exception:  # already gone: Ray restarts it anyway
+            log.debug("could not kill worker %s", self.name, exc_info=True)
+        message = f"{reason}; it was replaced by a fresh worker"
+        if cancelled:
+            publish(Event("run_cancelled", job.run_id, {"seconds": 0.0, "node": None, "reason": message,
+                                                        "worker": self.name}))
+            return Outcome(CANCELLED, summary={"worker": self.name})
+        error = {"node": None, "error_type": "WorkerHung", "message": message}
+        publish(Event("run_finished", job.run_id, {"status": FAILED, "seconds": 0.0, "results": {}, "errors": [error],
+                                                   "worker": self.name}))
+        return Outcome(FAILED, errors=[error], summary={"worker": self.name})
 
     def _event(self, item: dict[str, Any], names: dict[tuple[str, str, str], dict[str, Any]]) -> Event:
         data = dict(item["data"])
@@ -638,7 +703,7 @@ class RayWorkerPool:
                  settings: WorkerSettings, *, count: int | None = None, address: str | None = None,
                  preview_max_side: int = 256, bounds: StoredBounds | None = None,
                  after_run: Callable[[], None] = lambda: None, min_free_disk: int = 0,
-                 ray_temp_dir: Path | None = None) -> None:
+                 ray_temp_dir: Path | None = None, hang_grace: float = HANG_GRACE) -> None:
         self.queue = queue
         self.store = store
         self.hub = hub
@@ -650,6 +715,7 @@ class RayWorkerPool:
         self.bounds = bounds
         self.after_run = after_run
         self.ray_temp_dir = ray_temp_dir
+        self.hang_grace = hang_grace
         self.files = HeadFiles(folders, min_free_disk)
         self.inputs = InputObjects()
         self.folders = folders
@@ -760,6 +826,9 @@ class RayWorkerPool:
     def update(self, worker: RayWorker, inventory: dict[str, Any] | None) -> None:
         """A worker's inventory arrived (when it came up, and after each run)."""
         if inventory is not None:
+            if inventory.get("niceness") and (worker.inventory or {}).get("niceness") != inventory["niceness"]:
+                log.warning("worker %s runs at niceness %s: on a busy machine it gets little CPU; start its Ray node "
+                            "with RAY_worker_niceness=0", worker.name, inventory["niceness"])
             with self._lock:
                 worker.inventory = inventory
                 worker.loaded = frozenset(inventory.get("loaded") or ())
@@ -848,10 +917,14 @@ class RayWorkerPool:
 # --- connecting ----------------------------------------------------------------------------------------
 
 def _ray_environment() -> None:
-    """No usage statistics sent; token authentication on. Ray reads both when it is first imported,
-    so this runs when this module is imported too (import it before Ray)."""
+    """No usage statistics sent; token authentication on; worker processes (the actors) at normal
+    priority: Ray starts them `nice`d by 15 to keep its own processes responsive, which on a busy
+    machine starves the actors (a run there took 30x its time beside two busy processes). Ray reads
+    these when it is first imported (the last when a node starts), so this runs when this module
+    is imported too (import it before Ray)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 _ray_environment()

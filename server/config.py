@@ -89,6 +89,7 @@ class ServerConfig:
     ray_address: str | None = None
     ray_workers: int | None = None
     ray_models_dir: Path | None = None  # the models root on the workers' machines (None: the head's paths)
+    ray_hang_grace: float = 60.0  # seconds past a cancel or the run's time limit after which a worker is replaced
 
     @property
     def uses_ray(self) -> bool:
@@ -113,6 +114,8 @@ class ServerConfig:
             raise ConfigError(f"--backup-interval must be 0 (only at start-up) or more minutes, not {self.backup_interval:g}")
         if self.ray_workers is not None and self.ray_workers < 1:
             raise ConfigError(f"--ray-workers must be 1 or more, not {self.ray_workers}")
+        if not self.ray_hang_grace > 0:
+            raise ConfigError(f"--ray-hang-grace must be more than 0 seconds, not {self.ray_hang_grace:g}")
         if self.ray_address is not None and not self.ray_address.strip():
             raise ConfigError("--ray needs `auto` or the address of a Ray cluster's head (host:port)")
         if self.restore_backup and self.reset_database:

@@ -113,7 +113,8 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
         dispatcher = RayWorkerPool(queue, store, hub, registry, folders, settings_for(config, folders),
                                    count=config.ray_workers, address=config.ray_address,
                                    preview_max_side=config.preview_max_side, bounds=bounds,
-                                   after_run=retention.maybe_prune, min_free_disk=config.limits.min_free_disk)
+                                   after_run=retention.maybe_prune, min_free_disk=config.limits.min_free_disk,
+                                   hang_grace=config.ray_hang_grace)
     else:
         dispatcher = Dispatcher(queue, store, hub, worker or LocalWorker(executor), config.preview_max_side,
                                 events=EventWriter(store), bounds=bounds, after_run=retention.maybe_prune)
