@@ -12,7 +12,8 @@ What runs where:
   machine's models folders: the head's paths unless told otherwise, so a shared volume or the same
   files on every machine), `Executor`, output cache and model cache; its input, output and temp
   folders are scratch folders of its own. `run(job)` is a Ray streaming generator: every event in
-  order (step previews as small JPEGs), then the outcome. `cancel(run_id)` is served while `run`
+  order (step previews encoded there, as the wire's JPEG objects), each message carrying all the
+  events produced since the last one, the last message the outcome too. `cancel(run_id)` is served while `run`
   streams (the actor runs calls in threads), `inventory()` says which checkpoints it has loaded
   and which model files it has.
 - Files travel with the events: the PNGs a node saved (or previewed) come back in the
@@ -29,7 +30,9 @@ What runs where:
 - Faults: Ray restarts a dead actor (`max_restarts=-1`) but never re-runs a call
   (`max_task_retries=0`): the dispatcher owns re-runs. A run whose actor died mid-run (the process,
   or its machine) goes back to the front of the queue (`WorkerLost`), for any worker to take, at
-  most `MAX_ATTEMPTS` times; then it is `interrupted` with the reason.
+  most `MAX_ATTEMPTS` times; then it is `interrupted` with the reason. A worker that has not
+  stopped `hang_grace` seconds after a cancel, or after the run's time limit, is killed (Ray starts
+  a fresh process in its place) and its run ends cancelled (or failed), not re-run.
 
 Ray is imported only here, and this module only when the server is started with a pool.
 """
@@ -58,7 +61,7 @@ from latentgraph.nodes.services import RunLimits, Services
 from latentgraph.server.bounds import StoredBounds
 from latentgraph.server.event_log import EventWriter
 from latentgraph.server.hub import EventHub
-from latentgraph.server.messages import preview_jpeg
+from latentgraph.server.messages import preview_object
 from latentgraph.server.run_queue import RunQueue
 from latentgraph.server.store import CANCELLED, FAILED, RunRecord, RunStore
 from latentgraph.server.worker import Dispatcher, Job, LocalWorker, Outcome, WorkerLost
@@ -326,9 +329,8 @@ class WorkerActor:
     def _item(self, event: Event, sent: set[tuple[str, str, str]]) -> dict[str, Any]:
         data = event.data
         item: dict[str, Any] = {"type": event.type, "run_id": event.run_id, "timestamp": event.timestamp}
-        if data.get("preview") is not None:
-            jpeg = preview_jpeg(data["preview"], self.settings.preview_max_side)
-            data = {**data, "preview": jpeg[0] if jpeg is not None else None}
+        if data.get("preview") is not None:  # encoded here: the head passes it on as it is
+            data = {**data, "preview": preview_object(data["preview"], self.settings.preview_max_side)}
         if event.type in ("node_finished", "run_finished"):
             files = []
             for ref in image_refs(data.get("results")):

@@ -53,13 +53,14 @@ class RunMessage:
 
 
 def encode_preview(image: Any, max_side: int) -> dict[str, Any] | None:
-    """A PIL image (or already-encoded JPEG bytes) as the wire's preview object."""
-    if isinstance(image, (bytes, bytearray)):  # a remote worker sends it encoded (preview_jpeg)
-        from PIL import Image
+    """A PIL image as the wire's preview object; one a remote worker encoded already passes as it is."""
+    if isinstance(image, dict) and image.get("mime") == "image/jpeg":  # from preview_object, on a Ray worker
+        return image
+    return preview_object(image, max_side)
 
-        with Image.open(io.BytesIO(image)) as opened:
-            width, height = opened.size
-        return {"mime": "image/jpeg", "width": width, "height": height, "data": base64.b64encode(image).decode()}
+
+def preview_object(image: Any, max_side: int) -> dict[str, Any] | None:
+    """{mime, width, height, data (base64 JPEG)} of a PIL image; None for anything else."""
     jpeg = preview_jpeg(image, max_side)
     if jpeg is None:
         return None
@@ -109,4 +110,4 @@ def server_event(run_id: str, seq: int, kind: str, data: dict[str, Any]) -> RunM
     return run_message(Event(kind, run_id, data), seq)
 
 
-__all__ = ["MAX_PROGRESS_KEPT", "RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "preview_jpeg", "run_message", "server_event"]
+__all__ = ["MAX_PROGRESS_KEPT", "RunMessage", "TERMINAL_EVENTS", "dumps", "encode_preview", "preview_jpeg", "preview_object", "run_message", "server_event"]

@@ -7,7 +7,8 @@ model: runs from two websocket clients spread over both workers, events in order
 field and previews; images written into the head's output folder under the head's names (its
 counter), with their workflow; an input image uploaded on the head used by a remote run; a sweep
 over two checkpoints loads each once, on one worker each; cancel of a running remote run; an actor
-killed mid-run: its run re-queued and finished once.
+killed mid-run: its run re-queued and finished once. The multi-node cluster (separate Ray nodes,
+the server as its own process, node and server SIGKILLs, a hung worker) is in test_cluster_nodes.py.
 """
 
 from __future__ import annotations

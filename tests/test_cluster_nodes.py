@@ -76,20 +76,30 @@ class HeadServer:
                 "--ray-hang-grace", "3", "--log-level", "warning"]
 
     def start(self) -> "HeadServer":
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
-        with httpx.Client(base_url=self.url, timeout=DEADLINE, trust_env=False) as api:
-            def up() -> bool:
-                assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
-                try:
-                    workers = api.get("/api/system").json()["workers"]
-                except httpx.HTTPError:
-                    return False
-                return len(workers) == 2 and all(w["ready"] for w in workers)
+        """Start it and wait for both workers; on another port when its port was taken while it
+        connected to the cluster (Ray's processes bind ports of their own)."""
+        for attempt in range(5):
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            with open(self.log, "ab") as out:
+                self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                                start_new_session=True)
+            with httpx.Client(base_url=self.url, timeout=DEADLINE, trust_env=False) as api:
+                def up() -> bool:
+                    if self.process.poll() is not None:
+                        return True
+                    try:
+                        workers = api.get("/api/system").json()["workers"]
+                    except httpx.HTTPError:
+                        return False
+                    return len(workers) == 2 and all(w["ready"] for w in workers)
 
-            wait_for(up, timeout=SLOW, interval=0.2)
-        return self
+                wait_for(up, timeout=SLOW, interval=0.2)
+            if self.process.poll() is None:
+                return self
+            output = self.log.read_bytes()[logged:].decode(errors="replace")
+            assert "address already in use" in output, output[-3000:]
+            self.port = free_port()
+        raise AssertionError("no free port for the server after 5 attempts")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -10,7 +10,6 @@ GET /embeddings, GET /extensions, GET /models[/{folder}]. The security checks of
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -21,7 +20,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -29,7 +28,7 @@ from latentgraph.nodes.folders import IMAGE_EXTENSIONS, KIND_ALIASES, LinkOutsid
 from latentgraph.server import masks
 from latentgraph.server.comfyui import MAX_CLIENT_ID, ComfyError
 from latentgraph.server.errors import ApiError
-from latentgraph.server.routes.events import _pump, refuse_socket
+from latentgraph.server.routes.events import refuse_socket, serve_connection
 from latentgraph.server.routes.images import MEDIA_TYPES, _folder, _write, image_path
 from latentgraph.server.routes.system import _meminfo, _version
 from latentgraph.server.security import CHECK_ON_LOOP_BYTES, check_json_body
@@ -380,16 +379,5 @@ async def comfy_socket(websocket: WebSocket) -> None:
         return
     bridge = get_state(websocket).comfy
     await websocket.accept()
-    conn = bridge.connect(websocket, sid)
-    sender = asyncio.create_task(_pump(conn))
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-    except WebSocketDisconnect:
-        pass
-    finally:
-        bridge.disconnect(conn)
-        sender.cancel()
+    await serve_connection(websocket, bridge.connect(websocket, sid), bridge.disconnect)
 

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
@@ -60,25 +60,39 @@ async def event_socket(websocket: WebSocket) -> None:
     hub = get_state(websocket).hub
     await websocket.accept()
     conn = hub.connect(websocket, client_id)
+
+    async def on_text(text: str) -> None:
+        try:
+            await _handle(hub, conn, text)
+        except Exception as exc:  # whatever a message holds, it gets an answer and the connection stays
+            log.warning("websocket message not handled: %s: %s", type(exc).__name__, exc)
+            conn.send(_error(f"the message could not be handled ({type(exc).__name__})", "internal_error"))
+
+    await serve_connection(websocket, conn, hub.disconnect, on_text)
+
+
+async def serve_connection(websocket: WebSocket, conn: Any, release: Callable[[Any], None],
+                           on_text: Callable[[str], Awaitable[None]] | None = None) -> None:
+    """Send `conn`'s messages (its `pump`) while reading the client's until it goes away, then
+    `release(conn)`. Text frames go to `on_text`, binary ones get an error; without `on_text`
+    whatever the client sends is read and ignored (as ComfyUI's socket does)."""
     sender = asyncio.create_task(_pump(conn))
     try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
+            if on_text is None:
+                continue
             text = message.get("text")
             if text is None:
                 conn.send(_error("binary frames are not understood; send JSON text"))
                 continue
-            try:
-                await _handle(hub, conn, text)
-            except Exception as exc:  # whatever a message holds, it gets an answer and the connection stays
-                log.warning("websocket message not handled: %s: %s", type(exc).__name__, exc)
-                conn.send(_error(f"the message could not be handled ({type(exc).__name__})", "internal_error"))
+            await on_text(text)
     except WebSocketDisconnect:
         pass
     finally:
-        hub.disconnect(conn)
+        release(conn)
         sender.cancel()
 
 
