@@ -736,7 +736,7 @@ class RayWorkerPool:
             self._started_ray = True
             init_ray(self.address, cpus=self.count, temp_dir=self.ray_temp_dir)
         count = self.count or default_worker_count()
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and (self.settings.device or "cuda").startswith("cuda") else 0
+        gpus = worker_gpus(ray.cluster_resources().get("GPU", 0), count, self.settings.device)
         remote = ray.remote(WorkerActor)
         for index in range(count):
             name = f"worker-{index}"
@@ -747,7 +747,7 @@ class RayWorkerPool:
             self.dispatchers.append(Dispatcher(self.queue, self.store, self.hub, worker, self.preview_max_side,
                                                name=f"latentgraph-{name}", events=EventWriter(self.store),
                                                bounds=self.bounds, after_run=self.after_run))
-        log.info("Ray worker pool: %d worker(s) (%s each)", count, "1 GPU" if gpus else "1 CPU core, 1 thread")
+        log.info("Ray worker pool: %d worker(s) (%s each)", count, f"{gpus:g} GPU" if gpus else "1 CPU core, 1 thread")
         for dispatcher in self.dispatchers:
             dispatcher.start()
 
@@ -973,6 +973,15 @@ def init_ray(address: str | None, *, cpus: int | None = None, temp_dir: Path | N
             "`ray start --head` (and `ray start --address=HEAD:6379` on each worker machine), every node and this "
             "process with RAY_AUTH_MODE=token and the same token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or "
             "~/.ray/auth_token)") from exc
+
+
+def worker_gpus(cluster_gpus: float, count: int, device: str | None) -> float:
+    """The GPUs each worker actor asks Ray for: none on a CPU cluster (or with a CPU device), one
+    each when there are as many GPUs as workers, else an equal share (more workers than GPUs share
+    them rather than wait for ever for a GPU of their own)."""
+    if cluster_gpus < 1 or not (device or "cuda").startswith("cuda"):
+        return 0
+    return min(1.0, int(cluster_gpus) / count)
 
 
 def default_worker_count() -> int:

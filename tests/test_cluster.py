@@ -266,6 +266,14 @@ def test_the_head_names_the_workers_when_no_worker_has_a_checkpoint(queue: RunQu
 
 # --- the files the head writes ------------------------------------------------------------------------
 
+def test_workers_take_a_gpu_each_or_share_them() -> None:
+    from latentgraph.server.cluster import worker_gpus
+
+    assert worker_gpus(0, 4, None) == 0 and worker_gpus(8, 4, "cpu") == 0  # CPU cluster, or told to use the CPU
+    assert worker_gpus(8, 4, None) == 1 and worker_gpus(4, 4, "cuda:0") == 1
+    assert worker_gpus(1, 2, None) == 0.5 and worker_gpus(2, 3, "cuda") == 2 / 3  # never waiting for a GPU of its own
+
+
 def test_head_files_take_the_heads_counter_and_keep_the_bytes(tmp_path: Path) -> None:
     folders = Folders(outputs=tmp_path / "output", temp=tmp_path / "temp")
     (tmp_path / "output" / "portraits").mkdir(parents=True)
