@@ -1,6 +1,8 @@
-"""Stable Diffusion on a CUDA GPU: the default workflow through the graph in fp32, fp16 and bf16.
+"""Stable Diffusion on a CUDA GPU: the default workflow through our graph against diffusers'
+StableDiffusionPipeline, on the same weights, in the same run.
 
     python bench/gpu.py [--size 512] [--steps 20] [--runs 3] [--weights-dir DIR]
+                        [--precisions fp32,fp16,bf16] [--diffusers fp16,bf16] [--compile]
 
 Needs a CUDA device (exits with a message otherwise). An SD1.5-size checkpoint with seeded random
 weights (bench/sd.py's, 2.1 GB fp16) is built once in a temporary folder (or kept in
@@ -9,12 +11,24 @@ set the way `latentgraph serve --device cuda --precision ...` sets them (`Servic
 precision, workflows/txt2img.json is run once to load and warm up, then `--runs` times with only
 the seed changed (model and prompts cached: the sampler, VAE decode and PNG save run), best of.
 
+For each precision in --diffusers, diffusers' UNet2DConditionModel and AutoencoderKL are built
+from the very tensors our loader placed on the GPU (diffusers' own single-file converters; no
+copy) and StableDiffusionPipeline runs the same prompt embeddings, sampler (DPM++ 2M Karras, as
+DPMSolverMultistepScheduler) and cfg, saving its PNG too; diffusers' default attention (SDPA).
+
 Columns: load (first run, checkpoint read to first image), txt2img (best re-run), per step (that
 divided by the steps; it includes the decode), peak GPU memory during a re-run
 (torch.cuda.max_memory_allocated, weights included), and the difference of the decoded image from
-fp32's on the same seed (mean absolute difference in 0-255 pixel values; random weights amplify
-rounding, so this is an upper bound of what a trained model shows). Ratios are against fp32 in
-the same run.
+our fp32 one on the same seed (mean absolute difference in 0-255 values; random weights amplify
+rounding, so this is an upper bound of what a trained model shows; diffusers draws its noise
+otherwise, so its images are not compared). Ratios are against diffusers at
+the same precision, measured in the same run.
+
+The U-Net table: one forward of the cond/uncond batch of 2 at the image's latent size, ours and
+diffusers' (and ours under torch.compile with --compile: inductor, default mode, compile
+time reported), best of 20 after warm-up; its FLOPs counted by torch's FlopCounterMode, and the
+achieved TFLOP/s against this GPU's matmul peak for the dtype measured in this run (an 8192^3
+matrix product).
 """
 
 from __future__ import annotations
@@ -24,10 +38,43 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # sd_tiny: the tiny model's configs
 sys.path.insert(1, str(ROOT / "bench"))
+
+
+def matmul_peak(torch: Any, dtype: Any, device: str, n: int = 8192) -> float:
+    """TFLOP/s of an n^3 matrix product in `dtype` (mean of 10 after 3 warm-ups)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(torch, device)
+    started = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(torch, device)
+    return 2 * n**3 * 10 / (time.perf_counter() - started) / 1e12
+
+
+def sync(torch: Any, device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def best_of(torch: Any, device: str, fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(torch, device)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        sync(torch, device)
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def main() -> int:
@@ -36,7 +83,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--weights-dir", type=Path)
-    parser.add_argument("--precisions", default="fp32,fp16,bf16")
+    parser.add_argument("--precisions", default="fp32,fp16,bf16", help="ours (fp32 first: the images' reference)")
+    parser.add_argument("--diffusers", default="fp16,bf16", help="diffusers' pipeline at these precisions ('' none)")
+    parser.add_argument("--compile", action="store_true", help="also our U-Net forward under torch.compile")
+    parser.add_argument("--unet-repeat", type=int, default=20)
     parser.add_argument("--checkpoint", type=Path, help="measure this checkpoint instead of the SD1.5-size one")
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu" checks the script itself
     args = parser.parse_args()
@@ -44,78 +94,205 @@ def main() -> int:
     import numpy as np
     import torch
 
-    cuda = args.device.startswith("cuda")
+    device = args.device
+    cuda = device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         print("bench/gpu.py needs a CUDA device; none is visible to torch", file=sys.stderr)
         return 2
+    import warnings
+
+    warnings.simplefilter("ignore")
     import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
     from latentgraph.engine import EventBus, Executor, OutputCache, registry
-    from latentgraph.training.evaluate import demo_folders, load_workflow, with_inputs
+    from latentgraph.nodes.sd.families import SD1
+    from latentgraph.nodes.sd.tokenizer import get_tokenizer
     from latentgraph.nodes.services import Services
+    from latentgraph.training.evaluate import demo_folders, load_workflow, with_inputs
     from PIL import Image
-    from sd import SD15_FILE, build_sd15_checkpoint
+    from sd import SD15_FILE, build_sd15_checkpoint, diffusers_modules
 
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     weights_dir = args.weights_dir or Path(tempfile.mkdtemp(prefix="latentgraph-gpu-bench-"))
     weights_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint or weights_dir / SD15_FILE
     if not checkpoint.exists():
         build_sd15_checkpoint(checkpoint)
-    def synchronize() -> None:
-        if cuda:
-            torch.cuda.synchronize()
 
     workflow = load_workflow()
-    rows = []
+    cfg = workflow["nodes"]["sampler"]["inputs"]["cfg"]
+    wanted = [p for p in args.precisions.split(",") if p]
+    with_diffusers = [p for p in args.diffusers.split(",") if p]
+    rows: list[dict[str, Any]] = []
+    unet_rows: list[dict[str, Any]] = []
+    peaks = {name: matmul_peak(torch, dtypes[name], device, 8192 if cuda else 512) for name in ("fp16", "bf16", "fp32")
+             if name in set(wanted) | set(with_diffusers)}
     reference = None
+    latent_side = args.size // 8
     with demo_folders(checkpoint) as folders:
-        for precision in args.precisions.split(","):
+        for precision in dict.fromkeys(wanted + with_diffusers):
+            events = EventBus()
+            events.subscribe(lambda event: None)  # as the CLI and the server listen: step previews get made
             executor = Executor(registry, OutputCache(1 << 30),
-                                services=Services(folders=folders, device=args.device, precision=precision),
-                                events=EventBus())
+                                services=Services(folders=folders, device=device, precision=precision),
+                                events=events)
 
-            def run(seed: int) -> np.ndarray:
-                document = with_inputs(workflow, {"sampler.seed": seed, "sampler.steps": args.steps,
-                                                  "latent.width": args.size, "latent.height": args.size})
-                synchronize()
-                result = executor.run(document)
-                synchronize()
+            def document(seed: int) -> dict[str, Any]:
+                return with_inputs(workflow, {"sampler.seed": seed, "sampler.steps": args.steps,
+                                              "latent.width": args.size, "latent.height": args.size})
+
+            def ours(seed: int) -> np.ndarray:
+                sync(torch, device)
+                result = executor.run(document(seed))
+                sync(torch, device)
                 if not result.ok:
                     raise RuntimeError(f"{precision}: {[str(e) for e in result.errors]}")
                 info = result.results["save"]["images"][0]
                 with Image.open(folders.outputs / info["subfolder"] / info["filename"]) as png:
                     return np.asarray(png.convert("RGB"), dtype=np.float64)
 
-            started = time.perf_counter()
-            run(1)
-            load = time.perf_counter() - started
-            times, final = [], None
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            for index in range(args.runs):
+            def measure(label: str, run: Callable[[int], np.ndarray]) -> None:
+                nonlocal reference
+                first = 1000 * len(rows) + 1  # seeds of its own: a row never finds the previous row's results cached
                 started = time.perf_counter()
-                image = run(100 + index)  # a new seed each time: the sampler runs, nothing is cached
-                times.append(time.perf_counter() - started)
-                if index == 0:
-                    final = image
-            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
-            best = min(times)
-            if reference is None:
-                reference = final
-            rows.append((precision, load, best, best / args.steps, peak, float(np.abs(final - reference).mean())))
-            del executor
+                run(first)
+                load = time.perf_counter() - started
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                times = []
+                for index in range(args.runs):
+                    started = time.perf_counter()
+                    run(first + 100 + index)  # a new seed each time: the sampler runs, nothing is cached
+                    times.append(time.perf_counter() - started)
+                peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+                diff = None  # diffusers draws its noise otherwise: its images are not compared
+                if label == "ours":  # the image of one seed, the same for every precision
+                    image = run(7)
+                    reference = image if reference is None else reference
+                    diff = float(np.abs(image - reference).mean())
+                rows.append({"who": label, "precision": precision, "load": load, "best": min(times),
+                             "peak": peak, "diff": diff})
+                print(f"  {label} {precision}: load {load:.2f} s, best {min(times):.3f} s", flush=True)
+
+            if precision in wanted:
+                measure("ours", ours)
+                if cuda and precision == "fp16":  # what a preview at every step costs (the old default)
+                    from latentgraph.nodes import sampling
+
+                    kept, sampling.ASYNC_PREVIEW_INTERVAL = sampling.ASYNC_PREVIEW_INTERVAL, 0.0
+                    try:
+                        measure("ours, a preview every step", ours)
+                    finally:
+                        sampling.ASYNC_PREVIEW_INTERVAL = kept
+            if precision not in with_diffusers:
+                del executor
+                if cuda:
+                    torch.cuda.empty_cache()
+                continue
+
+            # diffusers on the very tensors our loader placed (loaded by the graph, prompts cached).
+            from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+            loaded = executor.run(document(1), outputs=["checkpoint", "positive", "negative"])
+            assert loaded.ok, loaded.errors
+            handles = loaded.values
+            model, vae = handles["checkpoint"]["model"], handles["checkpoint"]["vae"]
+            unet = model.unet
+            reference_unet, reference_vae = diffusers_modules(unet, vae.model)
+            counts: dict[Any, int] = {}
+            for parameter in unet.parameters():  # the weights' dtype (a few small ones may be kept in fp32)
+                counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+            dtype = max(counts, key=counts.get)
+            schedule = SD1.schedule
+            scheduler = DPMSolverMultistepScheduler(
+                num_train_timesteps=schedule.timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+                beta_schedule=schedule.beta_schedule, algorithm_type="dpmsolver++", solver_order=2,
+                use_karras_sigmas=True, final_sigmas_type="zero")
+            # The pipeline casts given embeddings to its text encoder's dtype: where ours differs from
+            # the U-Net's (the CPU's bf16 placement) it gets none, and works in the U-Net's dtype.
+            text_encoder = handles["checkpoint"]["clip"].model
+            same = next(text_encoder.parameters()).dtype == dtype
+            pipeline = StableDiffusionPipeline(
+                vae=reference_vae, text_encoder=text_encoder if same else None, tokenizer=get_tokenizer() if same else None,
+                unet=reference_unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False)
+            vae_dtype = next(reference_vae.parameters()).dtype
+            pipeline.set_progress_bar_config(disable=True)
+            positive = handles["positive"]["conditioning"].entries[0].embedding.to(device, dtype)
+            negative = handles["negative"]["conditioning"].entries[0].embedding.to(device, dtype)
+            out = folders.outputs / "diffusers"
+            out.mkdir(parents=True, exist_ok=True)
+
+            def theirs(seed: int) -> np.ndarray:
+                sync(torch, device)
+                with torch.inference_mode():  # its latents decoded by its VAE in the VAE's dtype, as ours are
+                    latents = pipeline(prompt_embeds=positive, negative_prompt_embeds=negative, height=args.size,
+                                       width=args.size, num_inference_steps=args.steps, guidance_scale=cfg,
+                                       generator=torch.Generator(device).manual_seed(seed), output_type="latent").images
+                    decoded = reference_vae.decode(latents.to(vae_dtype) / reference_vae.config.scaling_factor).sample
+                    image = pipeline.image_processor.postprocess(decoded.float(), output_type="pil")[0]
+                image.save(out / f"diffusers_{seed:05}.png", compress_level=4)
+                sync(torch, device)
+                return np.asarray(image.convert("RGB"), dtype=np.float64)
+
+            measure("diffusers", theirs)
+
+            # The U-Net alone: the cond/uncond batch of 2 at the image's latent size.
+            from torch.utils.flop_counter import FlopCounterMode
+
+            generator = torch.Generator(device).manual_seed(1234)
+            x = torch.randn(2, 4, latent_side, latent_side, generator=generator, device=device, dtype=dtype)
+            t = torch.tensor([500.0, 500.0], device=device)
+            context = torch.randn(2, 77, unet.config.context_dim, generator=generator, device=device, dtype=dtype)
+            with torch.inference_mode():
+                counter = FlopCounterMode(display=False)
+                with counter:
+                    unet(x, t, context)
+                flops = counter.get_total_flops()
+                cases = {"ours": lambda: unet(x, t, context),
+                         "diffusers": lambda: reference_unet(x, t, encoder_hidden_states=context).sample}
+                if args.compile:
+                    started = time.perf_counter()
+                    try:
+                        compiled = torch.compile(unet)
+                        compiled(x, t, context)
+                        sync(torch, device)
+                        cases["ours, compiled"] = lambda: compiled(x, t, context)
+                        print(f"  compiled the U-Net ({precision}) in {time.perf_counter() - started:.0f} s", flush=True)
+                    except Exception as exc:  # reported, not fatal: the eager rows stand
+                        print(f"  torch.compile failed ({precision}): {type(exc).__name__}: {exc}", flush=True)
+                for label, fn in cases.items():
+                    seconds = best_of(torch, device, fn, args.unet_repeat)
+                    unet_rows.append({"who": label, "precision": precision, "ms": seconds * 1000,
+                                      "tflops": flops / seconds / 1e12, "peak": peaks.get(precision, float("nan"))})
+                if args.compile:
+                    torch._dynamo.reset()  # what it compiled for this model must not linger into the next one's rows
+            del executor, pipeline, reference_unet, reference_vae, handles, model, vae, unet, loaded
             if cuda:
                 torch.cuda.empty_cache()
 
-    device = torch.cuda.get_device_name() if cuda else "CPU"
-    model = checkpoint.name if args.checkpoint else "SD1.5-size random weights"
-    print(f"\n{device}, torch {torch.__version__}; {model}, {args.size}x{args.size}, "
-          f"{args.steps} steps DPM++ 2M Karras, cfg {workflow['nodes']['sampler']['inputs']['cfg']}\n")
-    print("| precision | load + first image | txt2img | per step | vs fp32 | peak GPU memory | image vs fp32 |")
-    print("|---|---|---|---|---|---|---|")
-    base = rows[0][2]
-    for precision, load, best, per_step, peak, diff in rows:
-        print(f"| {precision} | {load:.2f} s | {best:.3f} s | {per_step * 1000:.1f} ms | {best / base:.2f} | "
-              f"{peak:.0f} MiB | {diff:.2f} |")
+    name = torch.cuda.get_device_name() if cuda else "CPU"
+    import diffusers
+
+    model_name = checkpoint.name if args.checkpoint else "SD1.5-size random weights"
+    print(f"\n{name}, torch {torch.__version__}, diffusers {diffusers.__version__}; {model_name}, {args.size}x{args.size}, "
+          f"{args.steps} steps DPM++ 2M Karras, cfg {cfg}\n")
+    print("| who | precision | load + first image | txt2img | per step | vs diffusers, same precision | peak GPU memory | image vs our fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        base = next((r["best"] for r in rows if r["who"] == "diffusers" and r["precision"] == row["precision"]), None)
+        ratio = f"{row['best'] / base:.2f}" if base else "—"
+        print(f"| {row['who']} | {row['precision']} | {row['load']:.2f} s | {row['best']:.3f} s | "
+              f"{row['best'] / args.steps * 1000:.1f} ms | {ratio} | {row['peak']:.0f} MiB | "
+              f"{'—' if row['diff'] is None else format(row['diff'], '.2f')} |")
+    if unet_rows:
+        print(f"\nU-Net forward, batch 2, {latent_side}x{latent_side} latent; matmul peak measured here: "
+              + ", ".join(f"{k} {v:.0f} TFLOP/s" for k, v in peaks.items()) + "\n")
+        print("| U-Net | precision | forward | TFLOP/s | of the matmul peak | vs diffusers |")
+        print("|---|---|---|---|---|---|")
+        for row in unet_rows:
+            base = next(r["ms"] for r in unet_rows if r["who"] == "diffusers" and r["precision"] == row["precision"])
+            print(f"| {row['who']} | {row['precision']} | {row['ms']:.2f} ms | {row['tflops']:.0f} | "
+                  f"{row['tflops'] / row['peak'] * 100:.0f}% | {row['ms'] / base:.2f} |")
     return 0
 
 

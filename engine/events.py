@@ -76,6 +76,11 @@ class EventBus:
 
         return unsubscribe
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone subscribes (a node may skip making what nobody would receive, e.g. previews)."""
+        return bool(self._subscribers)
+
     def publish(self, event: Event) -> None:
         for subscriber in self._subscribers:  # copy-on-write list: safe against (un)subscribe
             try:

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from latentgraph.engine.cache import CacheEntry, OutputCache
 from latentgraph.engine.errors import Cancelled, NodeFailure, TimeLimitExceeded, WorkflowInvalid
@@ -55,11 +55,12 @@ class CancelToken:
 class RunContext:
     """What a running node may use: progress reporting, cancellation, results, shared services."""
 
-    __slots__ = ("run_id", "node_id", "node_type", "services", "workflow", "limits", "_cancel", "_publish", "results")
+    __slots__ = ("run_id", "node_id", "node_type", "services", "workflow", "limits", "_cancel", "_publish", "results",
+                 "_listened")
 
     def __init__(self, run_id: str, node_id: str, node_type: str, services: Any,
                  cancel: CancelToken, publish: Any, workflow: Workflow | None = None,
-                 limits: ExecutionLimits | None = None) -> None:
+                 limits: ExecutionLimits | None = None, listened: Callable[[], bool] | None = None) -> None:
         self.run_id = run_id
         self.node_id = node_id
         self.node_type = node_type
@@ -68,7 +69,13 @@ class RunContext:
         self.limits = limits if limits is not None else ExecutionLimits()  # e.g. to refuse a huge value early
         self._cancel = cancel
         self._publish = publish
+        self._listened = listened
         self.results: dict[str, Any] = {}
+
+    @property
+    def wants_previews(self) -> bool:
+        """Whether a preview image would reach anyone (previews cost time: skip them when not)."""
+        return self._listened() if self._listened is not None else True
 
     def check_cancelled(self) -> None:
         """Raise Cancelled if the run was cancelled. Call it inside long loops."""
@@ -304,7 +311,8 @@ class Executor:
                 if issue is not None:
                     return {}, {}, failure(ValueError(issue.message))
                 inputs[name] = checked
-        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish, workflow, self.limits)
+        ctx = RunContext(run_id, node.id, info.type, self.services, cancel, publish, workflow, self.limits,
+                         listened=lambda: self.events.listened)
         begun = time.perf_counter()
         try:
             instance = info.cls.model_construct(**inputs)

@@ -4,6 +4,7 @@ type, zero-terminal-SNR schedule, CFG rescale)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator, Literal
 
 from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, node
@@ -18,15 +19,30 @@ SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]  (the names are
 ScheduleName = Literal[SCHEDULE_NAMES]  # type: ignore[valid-type]
 
 
+# Seconds between step previews when the sampler runs on an asynchronous device (CUDA): making a
+# preview copies the latent to the host, which waits for the GPU to finish the step, and the GPU then
+# idles while the host queues the next step's kernels. At most one such wait per interval (and one at
+# the last step); on the CPU every step has its preview.
+ASYNC_PREVIEW_INTERVAL = 0.25
+
+
 def _step_reporter(ctx: RunContext, model: Any):
-    """Sampler step callback: node progress with a cheap preview in the model's latent format
-    (also a cancel point)."""
+    """Sampler step callback: node progress (also a cancel point) with a cheap preview in the model's
+    latent format, when anyone listens; on CUDA at most every ASYNC_PREVIEW_INTERVAL seconds."""
     from latentgraph.nodes.sd.samplers import latent_preview
 
     latent_format = model.spec.latent
+    last = [float("-inf")]
 
     def on_step(step: int, total: int, denoised: Any) -> None:
-        ctx.progress(step, total, preview=latent_preview(denoised, latent_format))
+        preview = None
+        if ctx.wants_previews:
+            if denoised.device.type == "cpu" or step == total:
+                preview = latent_preview(denoised, latent_format)
+            elif (now := time.monotonic()) - last[0] >= ASYNC_PREVIEW_INTERVAL:
+                last[0] = now
+                preview = latent_preview(denoised, latent_format)
+        ctx.progress(step, total, preview=preview)
 
     return on_step
 

@@ -101,6 +101,24 @@ def test_a_cancel_check_stops_a_unet_forward_between_its_blocks():
     assert stop.seen == counting.seen // 2  # it stopped right there, half-way through
 
 
+def test_the_unet_traces_as_one_graph_for_torch_compile_with_cancel_points_active():
+    # A cancel point reads a context variable, which torch.compile cannot trace: were it kept in a
+    # compiled forward, the graph would break at every block and recompile per block shape (seen on
+    # an H100: dynamo's recompile limit hit, the compiled U-Net slower than eager). Compiled, the
+    # U-Net has none; the sampler's steps stay cancel points.
+    unet = randomize_(UNetModel(TINY_UNET), 0)
+    inputs = tiny_unet_inputs()
+    counting = CancelAfter()
+    with torch.inference_mode(), cancel_points(counting):
+        explained = torch._dynamo.explain(unet)(*inputs)
+        eager = unet(*inputs)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    assert counting.seen >= 20  # the eager forward still checked between its blocks
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        assert torch.equal(unet(*inputs), eager)
+
+
 def test_cancel_points_leave_the_unet_and_vae_outputs_bit_identical():
     unet = randomize_(UNetModel(TINY_UNET), 0)
     vae = randomize_(AutoencoderKL(TINY_VAE), 1)

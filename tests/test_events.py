@@ -184,6 +184,23 @@ def test_unsubscribe_stops_delivery_and_is_safe_during_publish():
     assert once == ["run_started"]
 
 
+def test_a_node_knows_whether_anyone_listens_for_its_previews():
+    bus = EventBus()
+    assert not bus.listened
+    unsubscribe = bus.subscribe(lambda event: None)
+    assert bus.listened
+    unsubscribe()
+    assert not bus.listened
+    executor = Executor(REG, OutputCache(), events=bus)
+    seen = []
+    ctx = RunContext("r", "k", "ksampler", None, CancelToken(), lambda kind, data: None,
+                     listened=lambda: executor.events.listened)
+    assert not ctx.wants_previews
+    bus.subscribe(seen.append)
+    assert ctx.wants_previews
+    assert RunContext("r", "k", "ksampler", None, CancelToken(), lambda kind, data: None).wants_previews  # no bus: yes
+
+
 def test_an_executor_stops_delivering_to_an_unsubscribed_listener():
     executor = Executor(REG, OutputCache())
     seen = []

@@ -244,6 +244,32 @@ def test_the_checkpoint_loader_outputs_carry_the_sd1_spec_and_its_schedule(sd_ex
     assert vae.scaling_factor == SD1.latent.scaling_factor
 
 
+def test_step_previews_only_when_someone_listens_and_on_a_gpu_at_most_every_interval(monkeypatch):
+    from latentgraph.nodes import sampling
+
+    made = []
+    monkeypatch.setattr(samplers_module, "latent_preview", lambda latent, fmt: made.append(latent) or f"p{len(made)}")
+    clock = iter([0.0, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])  # the reporter's monotonic() at each step
+    monkeypatch.setattr(sampling.time, "monotonic", lambda: next(clock))
+    model = SimpleNamespace(spec=SD1)
+
+    def steps(device: str, listened: bool) -> list[object]:
+        seen = []
+        ctx = SimpleNamespace(progress=lambda step, total, preview=None: seen.append(preview), wants_previews=listened)
+        report = sampling._step_reporter(ctx, model)
+        latent = torch.zeros(1, 4, 2, 2, device=device)
+        for step in range(1, 9):
+            report(step, 8, latent)
+        return seen
+
+    assert steps("cpu", listened=False) == [None] * 8 and made == []  # nobody listens: no preview made
+    assert steps("cpu", listened=True) == [f"p{i}" for i in range(1, 9)]  # the CPU: every step
+    made.clear()
+    # "meta" stands for an asynchronous device (a preview waits for it): steps at 0, 0.3, 0.6 s (0.25 s
+    # apart at least) and the last one.
+    assert steps("meta", listened=True) == ["p1", None, None, "p2", "p3", None, None, "p4"]
+
+
 def test_the_sampler_previews_in_the_model_specs_latent_format():
     from latentgraph.nodes.sampling import _step_reporter
 
@@ -251,7 +277,8 @@ def test_the_sampler_previews_in_the_model_specs_latent_format():
     custom = replace(SD1.latent, rgb_factors=((1.0, -1.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)))
     model = SimpleNamespace(spec=replace(SD1, latent=custom))
     seen = []
-    ctx = SimpleNamespace(progress=lambda step, total, preview=None: seen.append((step, total, preview)))
+    ctx = SimpleNamespace(progress=lambda step, total, preview=None: seen.append((step, total, preview)),
+                          wants_previews=True)
     latent = torch.zeros(1, 4, 2, 3)
     latent[0, 0] = 1.0
     latent[0, 1] = 0.7  # ignored by the custom map, not by SD1's

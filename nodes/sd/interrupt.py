@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Callable, Iterator
 
+import torch
+
 CancelCheck = Callable[[], None]  # returns when the work may go on, raises to stop it
 
 _check: ContextVar[CancelCheck | None] = ContextVar("latentgraph_cancel_check", default=None)
@@ -29,7 +31,11 @@ def cancel_points(check: CancelCheck | None) -> Iterator[None]:
 
 
 def cancel_point() -> None:
-    """Give the current run a chance to stop here. Cheap (a context-variable read) when no check is set."""
+    """Give the current run a chance to stop here. Cheap (a context-variable read) when no check is set.
+    Inside a torch.compile'd model it is left out (a context-variable read would break the compiled
+    graph into pieces, one per block and shape): a compiled forward stops at the sampler's steps."""
+    if torch.compiler.is_compiling():
+        return
     check = _check.get()
     if check is not None:
         check()
