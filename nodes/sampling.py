@@ -24,6 +24,7 @@ ScheduleName = Literal[SCHEDULE_NAMES]  # type: ignore[valid-type]
 # idles while the host queues the next step's kernels. At most one such wait per interval (and one at
 # the last step); on the CPU every step has its preview.
 ASYNC_PREVIEW_INTERVAL = 0.25
+REFIT_THREADS = 2.0  # seconds between fittings of torch's CPU threads to the free cores during sampling
 
 
 def _step_reporter(ctx: RunContext, model: Any):
@@ -33,8 +34,14 @@ def _step_reporter(ctx: RunContext, model: Any):
 
     latent_format = model.spec.latent
     last = [float("-inf")]
+    fitted = [time.monotonic()]
 
     def on_step(step: int, total: int, denoised: Any) -> None:
+        if denoised.device.type == "cpu" and time.monotonic() - fitted[0] >= REFIT_THREADS:
+            from latentgraph.nodes.cpu_load import fit_threads
+
+            fitted[0] = time.monotonic()
+            fit_threads()  # the machine got busier (or quieter) since the sampler started
         preview = None
         if ctx.wants_previews:
             if denoised.device.type == "cpu" or step == total:
@@ -69,6 +76,10 @@ def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided
     estimate = sampling_memory(model.unet.config, batch, channels, height, width, model.dtype.itemsize,
                                guided, model.device, controlnets=control_configs(*conditionings))
     require_memory(estimate, model.device, limits, f"sampling {batch} x {size[0]}x{size[1]}")
+    if model.device.type == "cpu":
+        from latentgraph.nodes.cpu_load import fit_threads
+
+        fit_threads()  # as many torch threads as other processes leave cores free (nodes/cpu_load.py)
 
 
 @node("ksampler", category="sampling", title="Sampler")

@@ -249,8 +249,9 @@ def test_step_previews_only_when_someone_listens_and_on_a_gpu_at_most_every_inte
 
     made = []
     monkeypatch.setattr(samplers_module, "latent_preview", lambda latent, fmt: made.append(latent) or f"p{len(made)}")
-    clock = iter([0.0, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])  # the reporter's monotonic() at each step
-    monkeypatch.setattr(sampling.time, "monotonic", lambda: next(clock))
+    now = [0.0]
+    monkeypatch.setattr(sampling.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sampling, "REFIT_THREADS", float("inf"))  # no thread fitting in this test
     model = SimpleNamespace(spec=SD1)
 
     def steps(device: str, listened: bool) -> list[object]:
@@ -258,7 +259,8 @@ def test_step_previews_only_when_someone_listens_and_on_a_gpu_at_most_every_inte
         ctx = SimpleNamespace(progress=lambda step, total, preview=None: seen.append(preview), wants_previews=listened)
         report = sampling._step_reporter(ctx, model)
         latent = torch.zeros(1, 4, 2, 2, device=device)
-        for step in range(1, 9):
+        for step, at in enumerate([0.0, 0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9], start=1):  # seconds at each step
+            now[0] = at
             report(step, 8, latent)
         return seen
 
