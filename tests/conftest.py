@@ -14,6 +14,11 @@ import pytest
 # busy with something else that makes small models 10-100x slower (the suite must pass on a busy
 # machine). Set before anything imports torch; servers the tests start inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The nodes fit torch's thread count to the cores other processes leave free (nodes/cpu_load.py),
+# and another count can change an image's last bits (a few pixels by 1 in 255): tests that compare
+# two runs bit for bit need one count throughout. 0: torch's own, never fitted (test_cpu_load.py
+# tests the fitting). Servers the tests start inherit it.
+os.environ.setdefault("LATENTGRAPH_THREADS", "0")
 
 
 @pytest.fixture(scope="session")
