@@ -37,7 +37,7 @@ from latentgraph.server.testing import ServerThread
 from latentgraph.server.worker import MAX_ATTEMPTS, LocalWorker, WorkerLost
 from latentgraph.nodes.folders import Folders, UnsafeName
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
-from test_server_support import (DEADLINE, REGISTRY, ROOT, arithmetic, open_ws, receive, server_config, steps, submit,
+from test_server_support import (DEADLINE, REGISTRY, ROOT, arithmetic, events_until_ended, open_ws, receive, server_config, steps, submit,
                                  wait_for, wait_run)
 
 DEMO = "latentgraph-demo.safetensors"
@@ -344,17 +344,7 @@ def cluster(ray_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def ws_until_ended(socket: Any, run_ids: set[str], timeout: float = 600.0) -> dict[str, list[dict[str, Any]]]:
-    """Each run's events as one websocket client received them, until all of them ended."""
-    deadline = time.monotonic() + timeout
-    events: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
-    ended: set[str] = set()
-    while ended != run_ids:
-        message = receive(socket, max(0.1, deadline - time.monotonic()))
-        if message.get("run_id") in run_ids:
-            events[message["run_id"]].append(message)
-            if message["type"] in ("run_finished", "run_cancelled", "run_interrupted"):
-                ended.add(message["run_id"])
-    return events
+    return events_until_ended(socket, run_ids, timeout)  # deadline sized for actors starting on a loaded machine
 
 
 def test_runs_from_two_clients_spread_over_both_workers_with_events_in_order(cluster: Any) -> None:

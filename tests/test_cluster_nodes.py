@@ -29,7 +29,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from ray_nodes import RayNodes, free_port
-from test_server_support import DEADLINE, ROOT, receive, wait_for, wait_run
+from test_server_support import DEADLINE, ROOT, events_until_ended, receive, wait_for, wait_run
 
 pytest.importorskip("ray")
 
@@ -158,16 +158,7 @@ def ws(server: HeadServer, client_id: str) -> Any:
 
 
 def until_ended(socket: Any, run_ids: set[str], timeout: float = SLOW) -> dict[str, list[dict[str, Any]]]:
-    deadline = time.monotonic() + timeout
-    events: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
-    ended: set[str] = set()
-    while ended != run_ids:
-        message = receive(socket, max(0.1, deadline - time.monotonic()))
-        if message.get("run_id") in run_ids:
-            events[message["run_id"]].append(message)
-            if message["type"] in ("run_finished", "run_cancelled", "run_interrupted"):
-                ended.add(message["run_id"])
-    return events
+    return events_until_ended(socket, run_ids, timeout)
 
 
 def submit(api: httpx.Client, document: dict[str, Any], **options: Any) -> str:

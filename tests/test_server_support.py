@@ -259,8 +259,23 @@ def run_ended(run_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda m: m.get("run_id") == run_id and m["type"] in ("run_finished", "run_cancelled", "run_interrupted")
 
 
+def events_until_ended(socket: Any, run_ids: set[str], timeout: float = DEADLINE) -> dict[str, list[dict[str, Any]]]:
+    """Each run's events as one websocket client received them, until all of them ended."""
+    deadline = time.monotonic() + timeout
+    events: dict[str, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+    ended: set[str] = set()
+    while ended != run_ids:
+        message = receive(socket, max(0.1, deadline - time.monotonic()))
+        if message.get("run_id") in run_ids:
+            events[message["run_id"]].append(message)
+            if run_ended(message["run_id"])(message):
+                ended.add(message["run_id"])
+    return events
+
+
 __all__ = [
-    "DEADLINE", "GATES", "REGISTRY", "ROOT", "api", "arithmetic", "blocked", "gated", "make_registry", "node", "open_gate", "open_ws",
+    "DEADLINE", "GATES", "REGISTRY", "ROOT", "api", "arithmetic", "blocked", "events_until_ended", "gated", "make_registry", "node",
+    "open_gate", "open_ws",
     "receive", "receive_until", "run_ended", "server", "server_config", "show", "start_server", "steps", "submit",
     "wait_for", "wait_run", "workflow",
 ]
