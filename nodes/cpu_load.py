@@ -100,4 +100,10 @@ def fit_threads() -> int:
     return wanted
 
 
-__all__ = ["CpuLoad", "fit_threads", "monitor"]
+def fit_threads_for(device) -> None:
+    """`fit_threads()` when `device` (a torch.device) is the CPU; nothing for a GPU."""
+    if device.type == "cpu":
+        fit_threads()
+
+
+__all__ = ["CpuLoad", "fit_threads", "fit_threads_for", "monitor"]

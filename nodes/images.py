@@ -55,10 +55,9 @@ class VaeDecode(Node):
         require_within(limits, "the decoded image", size=size, batch=batch)
         estimate = decode_memory(vae.config, batch, height, width, vae.dtype.itemsize, tiled)
         require_memory(estimate, vae.device, limits, f"decoding {batch} x {size[0]}x{size[1]}")
-        if vae.device.type == "cpu":
-            from latentgraph.nodes.cpu_load import fit_threads
+        from latentgraph.nodes.cpu_load import fit_threads_for
 
-            fit_threads()
+        fit_threads_for(vae.device)  # as many torch threads as other processes leave cores free
         with torch.inference_mode(), cancel_points(ctx.check_cancelled):
             pixels = decode_from_latent(vae, self.latent.samples, tiled=tiled)
         image = ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().contiguous()

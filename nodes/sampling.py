@@ -37,11 +37,11 @@ def _step_reporter(ctx: RunContext, model: Any):
     fitted = [time.monotonic()]
 
     def on_step(step: int, total: int, denoised: Any) -> None:
-        if denoised.device.type == "cpu" and time.monotonic() - fitted[0] >= REFIT_THREADS:
-            from latentgraph.nodes.cpu_load import fit_threads
+        if time.monotonic() - fitted[0] >= REFIT_THREADS:
+            from latentgraph.nodes.cpu_load import fit_threads_for
 
             fitted[0] = time.monotonic()
-            fit_threads()  # the machine got busier (or quieter) since the sampler started
+            fit_threads_for(denoised.device)  # the machine got busier (or quieter) since the sampler started
         preview = None
         if ctx.wants_previews:
             if denoised.device.type == "cpu" or step == total:
@@ -76,10 +76,9 @@ def _check_sampling(ctx: RunContext, model: Any, latent: Any, steps: int, guided
     estimate = sampling_memory(model.unet.config, batch, channels, height, width, model.dtype.itemsize,
                                guided, model.device, controlnets=control_configs(*conditionings))
     require_memory(estimate, model.device, limits, f"sampling {batch} x {size[0]}x{size[1]}")
-    if model.device.type == "cpu":
-        from latentgraph.nodes.cpu_load import fit_threads
+    from latentgraph.nodes.cpu_load import fit_threads_for
 
-        fit_threads()  # as many torch threads as other processes leave cores free (nodes/cpu_load.py)
+    fit_threads_for(model.device)  # as many torch threads as other processes leave cores free (nodes/cpu_load.py)
 
 
 @node("ksampler", category="sampling", title="Sampler")
