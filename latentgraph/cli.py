@@ -244,7 +244,7 @@ def _services(args: argparse.Namespace) -> Any:
                                    inputs=args.input_dir, outputs=args.output_dir,
                                    follow_symlinks=args.follow_symlinks)
     return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle,
-                    limits=_run_limits(args))
+                    limits=_run_limits(args), compile=args.compile)
 
 
 def _run_limits(args: argparse.Namespace) -> Any:
@@ -287,6 +287,10 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1 or cpu (default: cuda when present)")
     group.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                        help="model precision (default: fp16 on CUDA, fp32 on the CPU)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the U-Net (inductor; on the CPU with frozen weights): the first image of "
+                            "each model and size pays the compile (tens of seconds), later ones run faster; a LoRA "
+                            "change recompiles on the CPU")
     group.add_argument("--allow-pickle", action="store_true",
                        help="also load .ckpt/.pt checkpoints, with torch's weights-only loader")
     group.add_argument("--follow-symlinks", action="store_true",
@@ -371,7 +375,7 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         host=args.host, port=args.port, token=args.token or os.environ.get(TOKEN_ENV) or None,
         allowed_origins=args.allow_origin, allowed_hosts=args.allow_host,
         models_dir=args.models_dir, extra_model_roots=args.extra_models_dir, input_dir=args.input_dir,
-        output_dir=args.output_dir, temp_dir=args.temp_dir, device=args.device, precision=args.precision,
+        output_dir=args.output_dir, temp_dir=args.temp_dir, device=args.device, precision=args.precision, compile=args.compile,
         allow_pickle=args.allow_pickle, follow_symlinks=args.follow_symlinks, cache_bytes=args.cache_size,
         max_upload_bytes=args.max_upload,
         clear_temp=not args.keep_temp,

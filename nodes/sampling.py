@@ -108,6 +108,7 @@ class KSampler(Node):
         import torch
 
         from latentgraph.nodes.sd.handles import Noise, SamplerChoice
+        from latentgraph.nodes.sd.compiled import compiled_models
         from latentgraph.nodes.sd.interrupt import cancel_points
         from latentgraph.nodes.sd.sample import denoise_latents
         from latentgraph.nodes.sd.schedules import sigmas_for
@@ -117,7 +118,7 @@ class KSampler(Node):
         _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1,
                         conditionings=(self.positive, self.negative))
         sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps, self.denoise)
-        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model))
         return self.Outputs(latent=latent)
@@ -167,6 +168,7 @@ class KSamplerAdvanced(Node):
         import torch
 
         from latentgraph.nodes.sd.handles import Noise, SamplerChoice
+        from latentgraph.nodes.sd.compiled import compiled_models
         from latentgraph.nodes.sd.interrupt import cancel_points
         from latentgraph.nodes.sd.sample import denoise_latents
         from latentgraph.nodes.sd.schedules import sigmas_for
@@ -177,7 +179,7 @@ class KSamplerAdvanced(Node):
             return self.Outputs(latent=self.latent)
         _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1,
                         conditionings=(self.positive, self.negative))
-        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+        with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model),
                                      add_noise=self.add_noise)
@@ -295,6 +297,7 @@ def _sample_custom(ctx: RunContext, model: Any, positive: Any, negative: Any, cf
     import torch
 
     from latentgraph.nodes.sd.handles import Latent
+    from latentgraph.nodes.sd.compiled import compiled_models
     from latentgraph.nodes.sd.interrupt import cancel_points
     from latentgraph.nodes.sd.sample import denoise_latents
 
@@ -306,7 +309,7 @@ def _sample_custom(ctx: RunContext, model: Any, positive: Any, negative: Any, cf
         last["denoised"] = denoised
         report(step, total, denoised)
 
-    with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+    with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile):
         out = denoise_latents(model, positive, negative, latent, noise, sigmas, sampler, cfg, on_step)
     if "denoised" not in last:
         return out, out

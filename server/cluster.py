@@ -158,6 +158,7 @@ class WorkerSettings:
     device: str | None = None
     precision: str | None = None
     allow_pickle: bool = False
+    compile: bool = False
     cache_bytes: int = 4 << 30
     limits: RunLimits = field(default_factory=RunLimits)
     max_value_bytes: int | None = None
@@ -197,7 +198,7 @@ class WorkerActor:
         for folder in (self.by_hash, self.folders.inputs, self.folders.outputs, self.folders.temp):
             folder.mkdir(parents=True, exist_ok=True)
         self.services = Services(folders=self.folders, device=settings.device, precision=settings.precision,
-                                 allow_pickle=settings.allow_pickle, limits=settings.limits)
+                                 allow_pickle=settings.allow_pickle, limits=settings.limits, compile=settings.compile)
         self.registry = _load_registry(settings.registry)
         limits = ExecutionLimits(max_seconds=settings.max_run_seconds)
         if settings.max_value_bytes is not None:
@@ -1000,7 +1001,7 @@ def settings_for(config: Any, folders: Folders) -> WorkerSettings:
     return WorkerSettings(
         models_dir=Path(models).absolute() if models is not None else folders.models,
         extra_model_roots=[] if models is not None else list(folders.extra_model_roots),
-        device=config.device, precision=config.precision, allow_pickle=config.allow_pickle,
+        device=config.device, precision=config.precision, allow_pickle=config.allow_pickle, compile=config.compile,
         cache_bytes=config.cache_bytes, limits=config.limits, max_value_bytes=config.max_value_bytes,
         max_run_seconds=config.max_run_seconds, preview_max_side=config.preview_max_side)
 

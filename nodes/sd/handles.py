@@ -99,7 +99,9 @@ class DiffusionModel(ModelHandle):
                 extra["control"] = residuals
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(device, dtype)], dim=1)
-        out = self.unet(x_in, t_in, context_in, **extra)
+        from latentgraph.nodes.sd.compiled import forward_of
+
+        out = forward_of(self.unet)(x_in, t_in, context_in, **extra)  # compiled inside compiled_models(True)
         return out.to(x.dtype)
 
 
