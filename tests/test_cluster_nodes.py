@@ -259,7 +259,10 @@ def test_a_worker_node_killed_mid_run_loses_no_run_and_runs_none_twice(cluster: 
     server, api = head
     total_before = api.get("/api/runs", params={"limit": 1}).json()["total"]
     with ws(server, "victim") as socket:
-        run_ids = [submit(api, txt2img(seed=seed, steps=40, prefix="killed"), client_id="victim") for seed in range(4)]
+        # The first run is long (300 steps): this test reads the stream later than it happens on a
+        # busy machine, and the run must still be sampling on its worker when the node goes.
+        run_ids = [submit(api, txt2img(seed=seed, steps=300 if seed == 0 else 40, prefix="killed"), client_id="victim")
+                   for seed in range(4)]
         first: list[dict[str, Any]] = []
         while True:  # the first run samples on some node: kill that node (raylet, agents, worker processes)
             message = receive(socket, SLOW)
