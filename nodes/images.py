@@ -17,7 +17,7 @@ from latentgraph.engine import Input, Node, NodeOutputs, Output, RunContext, nod
 from latentgraph.nodes import ports
 from latentgraph.nodes.folders import check_within, file_identity, resolve_inside
 from latentgraph.nodes.sd.limits import require_within
-from latentgraph.nodes.services import services_of
+from latentgraph.nodes.services import running_models, services_of
 
 MAX_IMAGE_PIXELS = 8192 * 8192
 WORKFLOW_PNG_KEY = "workflow"  # PNG text chunk holding the workflow JSON
@@ -41,9 +41,6 @@ class VaeDecode(Node):
         image: Any = Output(port=ports.IMAGE, description="the decoded images")
 
     def run(self, ctx: RunContext) -> Outputs:
-        import torch
-
-        from latentgraph.nodes.sd.interrupt import cancel_points
         from latentgraph.nodes.sd.limits import require_memory
         from latentgraph.nodes.sd.memory import decode_memory
         from latentgraph.nodes.sd.vae import decode_from_latent
@@ -58,7 +55,7 @@ class VaeDecode(Node):
         from latentgraph.nodes.cpu_load import fit_threads_for
 
         fit_threads_for(vae.device)  # as many torch threads as other processes leave cores free
-        with torch.inference_mode(), cancel_points(ctx.check_cancelled):
+        with running_models(ctx):  # the decoder compiled with --compile
             pixels = decode_from_latent(vae, self.latent.samples, tiled=tiled)
         image = ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().contiguous()
         return self.Outputs(image=image)

@@ -13,7 +13,7 @@ from latentgraph.nodes.latents import DOWNSCALE
 from latentgraph.nodes.primitives import MAX_SEED
 from latentgraph.nodes.sd.limits import require_within, steps_over
 from latentgraph.nodes.sd.names import SAMPLER_NAMES, SCHEDULE_NAMES
-from latentgraph.nodes.services import services_of
+from latentgraph.nodes.services import running_models, services_of
 
 SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]  (the names are written once, in nodes.sd.names)
 ScheduleName = Literal[SCHEDULE_NAMES]  # type: ignore[valid-type]
@@ -105,11 +105,7 @@ class KSampler(Node):
         return _steps_within_limits(inputs, services)
 
     def run(self, ctx: RunContext) -> Outputs:
-        import torch
-
         from latentgraph.nodes.sd.handles import Noise, SamplerChoice
-        from latentgraph.nodes.sd.compiled import compiled_models
-        from latentgraph.nodes.sd.interrupt import cancel_points
         from latentgraph.nodes.sd.sample import denoise_latents
         from latentgraph.nodes.sd.schedules import sigmas_for
 
@@ -118,7 +114,7 @@ class KSampler(Node):
         _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1,
                         conditionings=(self.positive, self.negative))
         sigmas = sigmas_for(self.scheduler, self.model.schedule, self.steps, self.denoise)
-        with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile):
+        with running_models(ctx):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model))
         return self.Outputs(latent=latent)
@@ -165,11 +161,7 @@ class KSamplerAdvanced(Node):
         return _steps_within_limits(inputs, services)
 
     def run(self, ctx: RunContext) -> Outputs:
-        import torch
-
         from latentgraph.nodes.sd.handles import Noise, SamplerChoice
-        from latentgraph.nodes.sd.compiled import compiled_models
-        from latentgraph.nodes.sd.interrupt import cancel_points
         from latentgraph.nodes.sd.sample import denoise_latents
         from latentgraph.nodes.sd.schedules import sigmas_for
 
@@ -179,7 +171,7 @@ class KSamplerAdvanced(Node):
             return self.Outputs(latent=self.latent)
         _check_sampling(ctx, self.model, self.latent, self.steps, guided=self.cfg != 1,
                         conditionings=(self.positive, self.negative))
-        with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile):
+        with running_models(ctx):
             latent = denoise_latents(self.model, self.positive, self.negative, self.latent, Noise(self.seed), sigmas,
                                      SamplerChoice(self.sampler), self.cfg, _step_reporter(ctx, self.model),
                                      add_noise=self.add_noise)
@@ -294,11 +286,7 @@ def _sample_custom(ctx: RunContext, model: Any, positive: Any, negative: Any, cf
     step). The estimate is the x0 prediction of the last step's (first) model call, what
     ComfyUI's SamplerCustom returns as denoised_output; with a noise mask it is the input latent
     outside the mask. With nothing to walk (fewer than 2 sigmas) both are the latent as it is."""
-    import torch
-
     from latentgraph.nodes.sd.handles import Latent
-    from latentgraph.nodes.sd.compiled import compiled_models
-    from latentgraph.nodes.sd.interrupt import cancel_points
     from latentgraph.nodes.sd.sample import denoise_latents
 
     _check_sampling(ctx, model, latent, max(0, len(sigmas) - 1), guided=cfg != 1, conditionings=(positive, negative))
@@ -309,7 +297,7 @@ def _sample_custom(ctx: RunContext, model: Any, positive: Any, negative: Any, cf
         last["denoised"] = denoised
         report(step, total, denoised)
 
-    with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile):
+    with running_models(ctx):
         out = denoise_latents(model, positive, negative, latent, noise, sigmas, sampler, cfg, on_step)
     if "denoised" not in last:
         return out, out

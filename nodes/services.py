@@ -6,6 +6,8 @@ The CLI and the server build one `Services` and give it to the executor; nodes r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,3 +86,21 @@ def services_of(ctx_or_services: Any) -> Services:
     """The Services of a RunContext (or the services object a fingerprint receives)."""
     services = getattr(ctx_or_services, "services", ctx_or_services)
     return services if isinstance(services, Services) else default_services()
+
+
+@contextmanager
+def running_models(ctx: Any) -> Iterator[None]:
+    """Where a node runs a model: inference mode, cancel points that check the run's cancel flag,
+    compiled forwards when the services say `compile`; the compiles the block paid for (seconds
+    per model, or why it fell back to eager) go into the node's results as `compiled`."""
+    import torch
+
+    from latentgraph.nodes.sd.compiled import compiled_models
+    from latentgraph.nodes.sd.interrupt import cancel_points
+
+    with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile) as notes:
+        try:
+            yield
+        finally:
+            if notes:
+                ctx.report(compiled=list(notes))

@@ -30,9 +30,11 @@ def txt2img(seed: int, steps: int = 4) -> dict:
     return document
 
 
-def image(executor, folders, seed: int) -> np.ndarray:
+def image(executor, folders, seed: int, results: list | None = None) -> np.ndarray:
     result = executor.run(txt2img(seed))
     assert result.ok, result.errors
+    if results is not None:
+        results.append(result.results)
     ref = result.results["save"]["images"][0]
     with Image.open(folders.outputs / ref["subfolder"] / ref["filename"]) as png:
         return np.asarray(png.convert("RGB"), dtype=np.int16)
@@ -45,11 +47,18 @@ def test_compiled_sampling_matches_eager_and_compiles_once_for_every_step_and_ru
     counters.clear()
     eager = executor(sd_folders, compile=False)
     compiled = executor(sd_folders, compile=True)
-    first = image(compiled, sd_folders, 1)
+    results: list = []
+    first = image(compiled, sd_folders, 1, results)
     graphs = counters["stats"]["unique_graphs"]
-    assert graphs >= 1  # the U-Net was compiled ...
-    second = image(compiled, sd_folders, 2)
+    assert graphs == 2  # the U-Net and the VAE's decoder were compiled, each as one graph ...
+    # ... and the nodes that paid for it say so, with the time it took
+    (unet,) = results[0]["sampler"]["compiled"]
+    (decoder,) = results[0]["decode"]["compiled"]
+    assert (unet["model"], decoder["model"]) == ("UNetModel", "Decoder")
+    assert unet["seconds"] > 0 and decoder["seconds"] > 0
+    second = image(compiled, sd_folders, 2, results)
     assert counters["stats"]["unique_graphs"] == graphs  # ... once: not again per step, nor per run
+    assert "sampler" not in results[1] and "decode" not in results[1]  # nothing compiled, nothing to report
     for seed, got in ((1, first), (2, second)):
         assert np.abs(got - image(eager, sd_folders, seed)).max() <= 2  # rounding apart, the same image
     torch._dynamo.reset()
@@ -79,3 +88,23 @@ def test_a_weight_change_such_as_a_lora_switch_is_compiled_in_never_ignored() ->
         eager = unet(*inputs)
     assert torch.allclose(after, eager, atol=1e-4) and not torch.allclose(after, before, atol=1e-3)
     torch._dynamo.reset()
+
+
+def test_when_compiling_fails_the_run_goes_on_eagerly_and_says_why(sd_folders, monkeypatch) -> None:
+    # No C++ compiler, an operator inductor cannot lower: the first call of a compiled forward
+    # raises. The models then run eagerly (the same image), and the nodes' results say why.
+    import latentgraph.nodes.sd.compiled as compiled_module
+
+    def broken_compile(module, **options):
+        def forward(*args, **kwargs):
+            raise RuntimeError("InductorError: no C++ compiler found\nmore detail")
+        return forward
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled_module.torch, "compile", broken_compile)
+    monkeypatch.setattr(compiled_module, "_entries", compiled_module.weakref.WeakKeyDictionary())
+    results: list = []
+    got = image(executor(sd_folders, compile=True), sd_folders, 3, results)
+    assert np.array_equal(got, image(executor(sd_folders, compile=False), sd_folders, 3))
+    for node, model in (("sampler", "UNetModel"), ("decode", "Decoder")):
+        assert results[0][node]["compiled"] == [{"model": model, "failed": "RuntimeError: InductorError: no C++ compiler found"}]

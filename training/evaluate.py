@@ -83,7 +83,8 @@ class GraphGenerator:
     """Runs txt2img.json through a real Executor over the node library; `generate` returns the
     saved PNG as a uint8 [H, W, 3] array. Use inside `demo_folders` (or with folders set up)."""
 
-    def __init__(self, folders: Any, workflow: dict | None = None, size: int = 64, steps: int = 20):
+    def __init__(self, folders: Any, workflow: dict | None = None, size: int = 64, steps: int = 20,
+                 precision: str | None = None):
         import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
         from latentgraph.engine import EventBus, Executor, OutputCache, registry
         from latentgraph.nodes.services import Services
@@ -91,7 +92,8 @@ class GraphGenerator:
         self.folders = folders
         self.workflow = workflow if workflow is not None else load_workflow()
         self.size, self.steps = size, steps
-        self.executor = Executor(registry, OutputCache(1 << 30), services=Services(folders=folders), events=EventBus())
+        self.executor = Executor(registry, OutputCache(1 << 30), services=Services(folders=folders, precision=precision),
+                                 events=EventBus())
 
     def generate(self, prompt: str, seed: int = 0, sampler: str | None = None, scheduler: str | None = None,
                  cfg: float | None = None, steps: int | None = None, negative: str = "",
@@ -175,18 +177,19 @@ def score_prompts(generator: GraphGenerator, prompts: Sequence[tuple[str, dict[s
 
 def evaluate_checkpoint(checkpoint: Path = DEFAULT_CHECKPOINT, prompts: int = 100, seed: int = 0,
                         sampler: str | None = None, scheduler: str | None = None, cfg: float | None = None,
-                        compare_cfg: float | None = 1.0, steps: int = 20, verbose: bool = True) -> dict:
+                        compare_cfg: float | None = 1.0, steps: int = 20, verbose: bool = True,
+                        precision: str | None = None) -> dict:
     """Score `prompts` random prompts at the workflow's (or the given) settings, and again at
     `compare_cfg`; returns {"settings", "default_cfg": {...}, "cfg_1.0": {...}} of percentages."""
     workflow = load_workflow()
     sampler_inputs = workflow["nodes"]["sampler"]["inputs"]
     settings = {"sampler": sampler or sampler_inputs["sampler"], "scheduler": scheduler or sampler_inputs["scheduler"],
                 "cfg": cfg if cfg is not None else sampler_inputs["cfg"], "steps": steps, "prompts": prompts,
-                "seed": seed}
+                "seed": seed, "precision": precision or "default"}
     chosen = evaluation_prompts(prompts, seed)
     report: dict[str, Any] = {"settings": settings}
     with demo_folders(checkpoint) as folders:
-        generator = GraphGenerator(folders, workflow, steps=steps)
+        generator = GraphGenerator(folders, workflow, steps=steps, precision=precision)
         runs = [("default_cfg", settings["cfg"])]
         if compare_cfg is not None and compare_cfg != settings["cfg"]:
             runs.append((f"cfg_{compare_cfg}", compare_cfg))
@@ -209,12 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cfg", type=float, help="default: the workflow's")
     parser.add_argument("--compare-cfg", type=float, default=1.0, help="also score at this scale (default 1.0)")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="the models' precision (default fp32 on the CPU)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     report = evaluate_checkpoint(args.checkpoint, args.prompts, args.seed, args.sampler, args.scheduler, args.cfg,
-                                 args.compare_cfg, args.steps)
+                                 args.compare_cfg, args.steps, precision=args.precision)
     print(json.dumps(report, indent=2))
     return 0
 

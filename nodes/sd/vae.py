@@ -262,8 +262,11 @@ class AutoencoderKL(nn.Module):
         return LatentDistribution(mean, logvar.clamp(-30.0, 20.0))  # LDM's clamp keeps exp() finite
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """latent: (batch, embed_dim, h, w), unscaled -> image (batch, 3, 8h, 8w), roughly [-1, 1]."""
-        return self.decoder(self.post_quant_conv(latent.to(self.device, self.dtype)))
+        """latent: (batch, embed_dim, h, w), unscaled -> image (batch, 3, 8h, 8w), roughly [-1, 1].
+        The decoder runs compiled inside `compiled_models(True)` (`--compile`)."""
+        from latentgraph.nodes.sd.compiled import forward_of
+
+        return forward_of(self.decoder)(self.post_quant_conv(latent.to(self.device, self.dtype)))
 
 
 def encode_to_latent(
