@@ -9,6 +9,8 @@ torch's thread count to the cores not kept busy by other processes (at least one
 default), as measured by a daemon thread that reads /proc/stat and this process's own CPU time
 every half second (an average over about two seconds). Where /proc is missing (not Linux) nothing
 changes. `LATENTGRAPH_THREADS=N` fixes the count instead (0: torch's default, never fitted).
+Compiled models (`--compile`) are not fitted: dynamo guards on the thread count, so another count
+would compile them again; inside `full_threads()` they run at the full count.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 INTERVAL = 0.5  # seconds between samples
 SMOOTHING = 0.25  # weight of the newest sample in the average (about 2 s of memory at INTERVAL)
@@ -81,8 +86,10 @@ def monitor() -> CpuLoad:
         return _monitor
 
 
-def fit_threads() -> int:
-    """Set torch's CPU thread count to the free cores (see the module doc); returns the count."""
+_fitting: ContextVar[bool] = ContextVar("latentgraph_fit_threads", default=True)
+
+
+def _wanted(fit: bool) -> int:
     import torch
 
     global _default_threads
@@ -91,13 +98,39 @@ def fit_threads() -> int:
             _default_threads = torch.get_num_threads()
     fixed = os.environ.get("LATENTGRAPH_THREADS", "").strip()
     if fixed:  # a count; 0: torch's own, never fitted
-        wanted = int(fixed) if int(fixed) > 0 else _default_threads
-    else:
-        free = monitor().free_cores()
-        wanted = _default_threads if free is None else min(_default_threads, free)
+        return int(fixed) if int(fixed) > 0 else _default_threads
+    free = monitor().free_cores() if fit else None
+    return _default_threads if free is None else min(_default_threads, free)
+
+
+def fit_threads() -> int:
+    """Set torch's CPU thread count to the free cores (see the module doc); returns the count.
+    Inside `full_threads()` it leaves the count alone."""
+    import torch
+
+    if not _fitting.get():
+        return torch.get_num_threads()
+    wanted = _wanted(fit=True)
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted
+
+
+@contextmanager
+def full_threads() -> Iterator[int]:
+    """Within the block torch runs the full thread count (`LATENTGRAPH_THREADS`, else torch's
+    default) and `fit_threads` changes nothing: for compiled models, which would compile again
+    at another count."""
+    import torch
+
+    wanted = _wanted(fit=False)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    token = _fitting.set(False)
+    try:
+        yield wanted
+    finally:
+        _fitting.reset(token)
 
 
 def fit_threads_for(device) -> None:
@@ -106,4 +139,4 @@ def fit_threads_for(device) -> None:
         fit_threads()
 
 
-__all__ = ["CpuLoad", "fit_threads", "fit_threads_for", "monitor"]
+__all__ = ["CpuLoad", "fit_threads", "fit_threads_for", "full_threads", "monitor"]

@@ -91,14 +91,20 @@ def services_of(ctx_or_services: Any) -> Services:
 @contextmanager
 def running_models(ctx: Any) -> Iterator[None]:
     """Where a node runs a model: inference mode, cancel points that check the run's cancel flag,
-    compiled forwards when the services say `compile`; the compiles the block paid for (seconds
-    per model, or why it fell back to eager) go into the node's results as `compiled`."""
+    compiled forwards when the services say `compile` (at the full thread count, not fitted to
+    the load: see cpu_load); the compiles the block paid for (seconds per model, or why it fell
+    back to eager) go into the node's results as `compiled`."""
+    from contextlib import nullcontext
+
     import torch
 
+    from latentgraph.nodes.cpu_load import full_threads
     from latentgraph.nodes.sd.compiled import compiled_models
     from latentgraph.nodes.sd.interrupt import cancel_points
 
-    with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(services_of(ctx).compile) as notes:
+    compile = services_of(ctx).compile
+    with torch.inference_mode(), cancel_points(ctx.check_cancelled), compiled_models(compile) as notes, \
+            (full_threads() if compile else nullcontext()):
         try:
             yield
         finally:

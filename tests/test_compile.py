@@ -108,3 +108,57 @@ def test_when_compiling_fails_the_run_goes_on_eagerly_and_says_why(sd_folders, m
     assert np.array_equal(got, image(executor(sd_folders, compile=False), sd_folders, 3))
     for node, model in (("sampler", "UNetModel"), ("decode", "Decoder")):
         assert results[0][node]["compiled"] == [{"model": model, "failed": "RuntimeError: InductorError: no C++ compiler found"}]
+
+
+def test_a_new_image_size_compiles_once_more_and_says_so(sd_folders) -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = executor(sd_folders, compile=True)
+    noted = []
+    for seed, size in enumerate((64, 96, 96, 64), start=1):
+        document = txt2img(seed, steps=2)
+        document["nodes"]["latent"]["inputs"].update(width=size, height=size)
+        result = compiled.run(document)
+        assert result.ok, result.errors
+        noted.append(sorted(note["model"] for node in ("sampler", "decode")
+                            for note in result.results.get(node, {}).get("compiled", [])))
+        assert all("failed" not in note for node in result.results.values() for note in node.get("compiled", []))
+    # One static graph per model and size (dynamo's automatic dynamic shapes stay off), none again.
+    assert noted == [["Decoder", "UNetModel"], ["Decoder", "UNetModel"], [], []]
+    assert counters["stats"]["unique_graphs"] == 4
+    torch._dynamo.reset()
+
+
+def test_a_compiled_forward_runs_at_its_thread_count_so_fitting_never_recompiles_it(monkeypatch) -> None:
+    # dynamo guards on torch's thread count: the nodes' thread fitting (cpu_load) would make it
+    # compile again at every change. The compiled forward sets its own count back; inside
+    # full_threads() fitting leaves the count alone.
+    from torch._dynamo.utils import counters
+
+    from latentgraph.nodes import cpu_load
+    from latentgraph.nodes.sd.compiled import compiled_models, forward_of
+    from sd_tiny import TINY_UNET, randomize_
+    from latentgraph.nodes.sd.unet import UNetModel
+
+    torch._dynamo.reset()
+    counters.clear()
+    unet = randomize_(UNetModel(TINY_UNET), 0).eval()
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        inputs = (torch.randn(2, 4, 8, 8), torch.tensor([500.0, 500.0]), torch.randn(2, 77, TINY_UNET.context_dim))
+        with compiled_models(True):
+            first = forward_of(unet)(*inputs)
+            torch.set_num_threads(1)
+            second = forward_of(unet)(*inputs)
+            assert torch.get_num_threads() == threads
+    assert counters["stats"]["unique_graphs"] == 1 and torch.allclose(first, second)
+    monkeypatch.delenv("LATENTGRAPH_THREADS", raising=False)
+    monkeypatch.setattr(cpu_load.monitor(), "free_cores", lambda: 1)
+    assert cpu_load.fit_threads() == 1 and torch.get_num_threads() == 1  # fitted outside ...
+    with cpu_load.full_threads() as full:
+        assert full == torch.get_num_threads() >= 1
+        assert cpu_load.fit_threads() == full  # ... not inside
+    torch.set_num_threads(threads)
+    torch._dynamo.reset()

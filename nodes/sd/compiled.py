@@ -7,9 +7,12 @@ The U-Net (`ModelHandle.net`) and the VAE's decoder (`AutoencoderKL.decode`, unt
 Compiled forwards are cached by module: one per module, remade when its weights change
 (`PatchState.generation`, bumped by every LoRA switch, since frozen weights would not follow) or
 when it moves to another device or dtype. Shapes are static: a new image size compiles once more
-(torch keeps those per forward), never per step (the model code has no graph breaks; cancel points
-are left out of compiled code, see interrupt.py). When compiling fails (no C++ compiler, an
-operator inductor cannot lower), the forward falls back to eager, once per module, with a warning.
+(dynamo keeps up to its recompile limit, 8, per forward), never per step (the model code has no
+graph breaks; cancel points are left out of compiled code, see interrupt.py). A compiled forward
+runs at the thread count it was compiled with (dynamo guards on it, so another count would compile
+again; `running_models` keeps the nodes' thread fitting out of compiled blocks). When compiling
+fails (no C++ compiler, an operator inductor cannot lower), the forward falls back to eager, from
+then on for that module, with a warning.
 Each compile (or fallback) is noted for the block that caused it (`compile_notes`), so the node
 that paid for it reports it in its results. Inductor keeps what it compiled in its on-disk cache
 (`TORCHINDUCTOR_CACHE_DIR`, by default under the system's temporary folder), so another process
@@ -56,8 +59,9 @@ def compiled_models(enabled: bool) -> Iterator[list[dict[str, Any]]]:
 class _Entry:
     key: tuple[Any, ...]
     forward: Callable[..., Any]
+    threads: int  # torch's CPU thread count when it was made: a change would make dynamo recompile
     failed: bool = False
-    compile_seconds: float | None = None  # the first call's time, compile included
+    compile_seconds: float | None = None  # the first compile's time
 
 
 _entries: "weakref.WeakKeyDictionary[nn.Module, _Entry]" = weakref.WeakKeyDictionary()
@@ -83,41 +87,53 @@ def forward_of(module: nn.Module) -> Callable[..., Any]:
             if entry is not None:  # its weights changed: dynamo would reuse the frozen code by its guards
                 torch._dynamo.reset()
             freeze = key[3]
-            compiled = torch.compile(module, options={"freezing": True} if freeze else None)
-            entry = _entries[module] = _Entry(key, _first_call(module, compiled))
+            # Static shapes: each image size compiles once (dynamo's automatic dynamic shapes would
+            # recompile the second size symbolically, which inductor's freezing fails to lower).
+            compiled = torch.compile(module, dynamic=False, options={"freezing": True} if freeze else None)
+            entry = _entries[module] = _Entry(key, _guarded(module, compiled), torch.get_num_threads())
     return entry.forward
 
 
-def _first_call(module: nn.Module, compiled: Callable[..., Any]) -> Callable[..., Any]:
-    """The compiled forward, whose first call (the compile) is timed and may fall back to eager."""
+def _guarded(module: nn.Module, compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """The compiled forward: run at the thread count it was made with; a call that compiles (the
+    first, a new size) is timed and noted; one whose compile fails runs eagerly, now and from then on."""
+    from torch._dynamo.utils import counters
+
+    name = type(module).__name__
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         entry = _entries.get(module)
-        if entry is None or entry.compile_seconds is not None:
-            return compiled(*args, **kwargs)
+        if entry is None or entry.failed:
+            return module(*args, **kwargs)
+        if torch.get_num_threads() != entry.threads:
+            torch.set_num_threads(entry.threads)
+        graphs = counters["stats"]["unique_graphs"]
         started = time.perf_counter()
-        name = type(module).__name__
         notes = _notes.get()
         try:
             out = compiled(*args, **kwargs)
-        except Exception as exc:  # no compiler, an operator it cannot lower: eager from now on
+        except Exception as exc:  # no compiler, an operator it cannot lower ... or bad input: eager decides
+            out = module(*args, **kwargs)  # raises where the input is at fault, as without --compile
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             log.warning("compiling %s failed (%s); it runs eagerly", name, reason)
             entry.failed = True
             if notes is not None:
                 notes.append({"model": name, "failed": reason})
-            return module(*args, **kwargs)
-        entry.compile_seconds = time.perf_counter() - started
-        log.info("compiled %s in %.1f s", name, entry.compile_seconds)
-        if notes is not None:
-            notes.append({"model": name, "seconds": round(entry.compile_seconds, 2)})
+            return out
+        if counters["stats"]["unique_graphs"] != graphs:  # this call compiled (a first call, a new size)
+            seconds = time.perf_counter() - started
+            if entry.compile_seconds is None:
+                entry.compile_seconds = seconds
+            log.info("compiled %s in %.1f s", name, seconds)
+            if notes is not None:
+                notes.append({"model": name, "seconds": round(seconds, 2)})
         return out
 
     return forward
 
 
 def compile_seconds(module: nn.Module) -> float | None:
-    """How long the module's current compiled forward took to make (its first call), if any."""
+    """How long the module's current compiled forward took to make (its first compile), if any."""
     entry = _entries.get(module)
     return None if entry is None else entry.compile_seconds
 
