@@ -11,7 +11,10 @@ image, compile time and peak memory are each variant's own:
 
 - ours: workflows/txt2img.json through the executor with the CLI's services (`--precision`,
   `--compile`), DPM++ 2M Karras, cfg 7.5; compiled variants compile the U-Net and the VAE's
-  decoder (inductor with freezing), once per image size;
+  decoder (inductor with freezing), once per image size, into an inductor cache made empty for
+  this run (what a first start pays); "ours-bf16-compiled-again" is a second process after
+  "ours-bf16-compiled" with that cache kept (what every later start pays), measuring its first
+  image only;
 - diffusers: `StableDiffusionPipeline.from_single_file` on the same file (every component's
   config from a local folder, nothing fetched; `torch_dtype` fp32 or bf16: all its models in that
   dtype, as ours in bf16), DPMSolverMultistepScheduler as DPM++ 2M Karras, the same prompts
@@ -49,7 +52,8 @@ from sd import (  # noqa: E402  (bench/sd.py: the checkpoint, memory probes, for
     fmt_mb, fmt_s, log, process_peak_mb, txt2img_settings,
 )
 
-VARIANTS = ("ours-fp32", "ours-bf16", "ours-fp32-compiled", "ours-bf16-compiled", "diffusers-fp32", "diffusers-bf16")
+VARIANTS = ("ours-fp32", "ours-bf16", "ours-fp32-compiled", "ours-bf16-compiled", "ours-bf16-compiled-again",
+            "diffusers-fp32", "diffusers-bf16")
 
 
 def matmul_gflops(torch: Any, dtype: Any, n: int = 2048, repeat: int = 5) -> float:
@@ -175,6 +179,9 @@ def measure_variant(spec: dict[str, Any]) -> dict[str, Any]:
     result["first_image_s"] = result["load_s"] + _timed(lambda: run(size, steps))
     result["loaded_peak_mb"] = process_peak_mb()
     log(f"[{spec['variant']}] load {result['load_s']:.1f} s, first image {result['first_image_s']:.1f} s")
+    if spec["first_only"]:
+        result["compiles"] = compiles
+        return result
 
     peak_gflops = matmul_gflops(torch, dtype)
     result["matmul_gflops"] = peak_gflops
@@ -229,6 +236,9 @@ def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]
         compiles = ", ".join(f"{c['model']} {c['size']}: {c['seconds']:.0f}" if "seconds" in c else
                              f"{c['model']} {c['size']}: failed" for c in r["compiles"]) or "—"
         print(f"| {name} | {fmt_s(r['load_s'])} | {fmt_s(r['first_image_s'])} | {compiles} | {fmt_mb(r['loaded_peak_mb'])} |")
+    if "diffusers-fp32" in results and "ours-fp32" in results:
+        ratio = results["ours-fp32"]["first_image_s"] / results["diffusers-fp32"]["first_image_s"]
+        print(f"\nTime to first image, ours fp32 / diffusers fp32 (from_single_file): **{ratio:.2f}**")
     references = [name for name in ("diffusers-fp32", "diffusers-bf16") if name in results]
     for size, steps in sizes:
         key = str(size)
@@ -238,6 +248,8 @@ def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]
               + " | run's memory growth | process peak | U-Net forward | GFLOP/s | of the matmul peak |")
         print("|---|---:|" + "---:|" * len(references) + "---:|---:|---:|---:|---:|")
         for name, r in results.items():
+            if key not in r.get("sizes", {}):
+                continue
             row = r["sizes"][key]
             ratios = " | ".join(f"**{row['s'] / results[ref]['sizes'][key]['s']:.2f}**" for ref in references)
             print(f"| {name} | {fmt_s(row['s'])} | {ratios} | {fmt_mb(row['growth_mb'])} | {fmt_mb(r['process_peak_mb'])} "
@@ -246,7 +258,7 @@ def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]
     for key in (str(s) for s, _ in sizes):
         for ref in references:
             dtype = ref.split("-")[1]
-            ours = [n for n in results if n.startswith("ours")]
+            ours = [n for n in results if n.startswith("ours") and key in results[n].get("sizes", {})]
             if ours:
                 fastest = min(ours, key=lambda n: results[n]["sizes"][key]["s"])
                 best[(key, ref)] = (fastest, results[fastest]["sizes"][key]["s"] / results[ref]["sizes"][key]["s"], dtype)
@@ -291,12 +303,13 @@ def main() -> None:
         if not checkpoint.exists():
             run_worker({"model": "build", "checkpoint": str(checkpoint)})
         results = {}
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(scratch) / "inductor-cache")  # empty: a first start
         for variant in variants:
             side, precision, *rest = variant.split("-")
             results[variant] = run_worker({
                 "variant": variant, "side": side, "precision": precision, "compile": bool(rest),
-                "sizes": sizes, "runs": args.runs, "threads": args.threads, "checkpoint": str(checkpoint),
-                "workdir": scratch})
+                "first_only": rest[-1:] == ["again"], "sizes": sizes, "runs": args.runs, "threads": args.threads,
+                "checkpoint": str(checkpoint), "workdir": scratch})
     load_after = os.getloadavg()
     print(f"\nMachine: {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}; torch {torch.__version__}, "
           f"diffusers {diffusers.__version__}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "

@@ -37,19 +37,10 @@ from latentgraph.server.testing import ServerThread
 from latentgraph.server.worker import MAX_ATTEMPTS, LocalWorker, WorkerLost
 from latentgraph.nodes.folders import Folders, UnsafeName
 from test_server_support import *  # noqa: F401,F403  (fixtures and helpers)
-from test_server_support import (DEADLINE, REGISTRY, ROOT, arithmetic, events_until_ended, open_ws, receive, server_config, steps, submit,
-                                 wait_for, wait_run)
-
-DEMO = "latentgraph-demo.safetensors"
+from test_server_support import (DEADLINE, DEMO, REGISTRY, ROOT, arithmetic, events_until_ended, open_ws, receive, server_config, steps, submit,
+                                 txt2img, wait_for, wait_run)
 
 
-def txt2img(seed: int = 42, steps: int = 3, checkpoint: str = DEMO, prefix: str = "txt2img") -> dict[str, Any]:
-    document = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
-    nodes = document["nodes"]
-    nodes["checkpoint"]["inputs"]["checkpoint"] = checkpoint
-    nodes["sampler"]["inputs"].update(seed=seed, steps=steps)
-    nodes["save"]["inputs"]["filename_prefix"] = prefix
-    return document
 
 
 def record(run_id: str, priority: int = 0, workflow: dict[str, Any] | None = None) -> RunRecord:

@@ -14,7 +14,6 @@ restarted (the queued runs resume); a server without the cluster's token refused
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -29,22 +28,13 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from ray_nodes import RayNodes, free_port
-from test_server_support import DEADLINE, ROOT, events_until_ended, receive, wait_for, wait_run
+from test_server_support import DEADLINE, DEMO, events_until_ended, receive, txt2img, wait_for, wait_run
 
 pytest.importorskip("ray")
 
-DEMO = "latentgraph-demo.safetensors"
 PLUGIN = Path(__file__).with_name("cluster_plugin")
 SLOW = 600.0  # deadline for what waits on actors starting or a node being declared dead (ends when done)
 
-
-def txt2img(seed: int = 42, steps: int = 3, prefix: str = "txt2img") -> dict[str, Any]:
-    document = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
-    nodes = document["nodes"]
-    nodes["checkpoint"]["inputs"]["checkpoint"] = DEMO
-    nodes["sampler"]["inputs"].update(seed=seed, steps=steps)
-    nodes["save"]["inputs"]["filename_prefix"] = prefix
-    return document
 
 
 def hang(seconds: float = 600.0) -> dict[str, Any]:

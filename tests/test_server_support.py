@@ -132,6 +132,19 @@ def arithmetic(seed: int = 42) -> dict[str, Any]:
     return document
 
 
+DEMO = "latentgraph-demo.safetensors"  # the checkpoint the shipped workflows load
+
+
+def txt2img(seed: int = 42, steps: int = 3, checkpoint: str = DEMO, prefix: str = "txt2img") -> dict[str, Any]:
+    """The bundled workflows/txt2img.json with another seed, step count, checkpoint and file prefix."""
+    document = json.loads((ROOT / "workflows" / "txt2img.json").read_text())
+    nodes = document["nodes"]
+    nodes["checkpoint"]["inputs"]["checkpoint"] = checkpoint
+    nodes["sampler"]["inputs"].update(seed=seed, steps=steps)
+    nodes["save"]["inputs"]["filename_prefix"] = prefix
+    return document
+
+
 def show(value: int) -> dict[str, Any]:
     return workflow(v=node("int_constant", value=value), show=node("show_value", value=link("v", "value")))
 

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -89,17 +89,22 @@ def forward_of(module: nn.Module) -> Callable[..., Any]:
             freeze = key[3]
             # Static shapes: each image size compiles once (dynamo's automatic dynamic shapes would
             # recompile the second size symbolically, which inductor's freezing fails to lower).
-            compiled = torch.compile(module, dynamic=False, options={"freezing": True} if freeze else None)
-            entry = _entries[module] = _Entry(key, _guarded(module, compiled), torch.get_num_threads())
+            compiled = torch.compile(module, dynamic=False)
+            entry = _entries[module] = _Entry(key, _guarded(module, compiled, freeze), torch.get_num_threads())
     return entry.forward
 
 
-def _guarded(module: nn.Module, compiled: Callable[..., Any]) -> Callable[..., Any]:
+def _guarded(module: nn.Module, compiled: Callable[..., Any], freeze: bool) -> Callable[..., Any]:
     """The compiled forward: run at the thread count it was made with; a call that compiles (the
-    first, a new size) is timed and noted; one whose compile fails runs eagerly, now and from then on."""
+    first, a new size) is timed and noted; one whose compile fails runs eagerly, now and from then on.
+    `freeze`: compile with inductor's freezing, which is read from its global config when the call
+    compiles (`torch.compile(options={"freezing": True})` does not reach it: measured, the weights
+    stayed graph inputs and no convolution was prepacked; eager was faster)."""
     from torch._dynamo.utils import counters
+    from torch._inductor import config as inductor_config
 
     name = type(module).__name__
+    freezing = (lambda: inductor_config.patch(freezing=True)) if freeze else nullcontext
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         entry = _entries.get(module)
@@ -111,7 +116,8 @@ def _guarded(module: nn.Module, compiled: Callable[..., Any]) -> Callable[..., A
         started = time.perf_counter()
         notes = _notes.get()
         try:
-            out = compiled(*args, **kwargs)
+            with freezing():
+                out = compiled(*args, **kwargs)
         except Exception as exc:  # no compiler, an operator it cannot lower ... or bad input: eager decides
             out = module(*args, **kwargs)  # raises where the input is at fault, as without --compile
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
