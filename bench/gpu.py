@@ -16,6 +16,9 @@ from the very tensors our loader placed on the GPU (diffusers' own single-file c
 copy) and StableDiffusionPipeline runs the same prompt embeddings, sampler (DPM++ 2M Karras, as
 DPMSolverMultistepScheduler) and cfg, saving its PNG too; diffusers' default attention (SDPA).
 
+With --compile, a row "ours, --compile" runs the same workflow with the services `latentgraph serve
+--compile` makes (U-Net and VAE decoder compiled by inductor; its first image pays the compiles).
+
 Columns: load (first run, checkpoint read to first image), txt2img (best re-run), per step (that
 divided by the steps; it includes the decode), peak GPU memory during a re-run
 (torch.cuda.max_memory_allocated, weights included), and the difference of the decoded image from
@@ -85,7 +88,9 @@ def main() -> int:
     parser.add_argument("--weights-dir", type=Path)
     parser.add_argument("--precisions", default="fp32,fp16,bf16", help="ours (fp32 first: the images' reference)")
     parser.add_argument("--diffusers", default="fp16,bf16", help="diffusers' pipeline at these precisions ('' none)")
-    parser.add_argument("--compile", action="store_true", help="also our U-Net forward under torch.compile")
+    parser.add_argument("--compile", action="store_true",
+                        help="also ours with --compile through the graph (U-Net and VAE decoder), and our U-Net "
+                             "forward under torch.compile")
     parser.add_argument("--unet-repeat", type=int, default=20)
     parser.add_argument("--checkpoint", type=Path, help="measure this checkpoint instead of the SD1.5-size one")
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu" checks the script itself
@@ -140,7 +145,7 @@ def main() -> int:
                 return with_inputs(workflow, {"sampler.seed": seed, "sampler.steps": args.steps,
                                               "latent.width": args.size, "latent.height": args.size})
 
-            def ours(seed: int) -> np.ndarray:
+            def ours(seed: int, executor: Executor = executor) -> np.ndarray:
                 sync(torch, device)
                 result = executor.run(document(seed))
                 sync(torch, device)
@@ -165,7 +170,7 @@ def main() -> int:
                     times.append(time.perf_counter() - started)
                 peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
                 diff = None  # diffusers draws its noise otherwise: its images are not compared
-                if label == "ours":  # the image of one seed, the same for every precision
+                if label.startswith("ours"):  # the image of one seed, the same for every precision
                     image = run(7)
                     reference = image if reference is None else reference
                     diff = float(np.abs(image - reference).mean())
@@ -183,6 +188,12 @@ def main() -> int:
                         measure("ours, a preview every step", ours)
                     finally:
                         sampling.ASYNC_PREVIEW_INTERVAL = kept
+                if args.compile:  # `latentgraph serve --compile`: its load + first image includes the compiles
+                    compiled_executor = Executor(registry, OutputCache(1 << 30), events=events, services=Services(
+                        folders=folders, device=device, precision=precision, compile=True))
+                    measure("ours, --compile", lambda seed: ours(seed, compiled_executor))
+                    del compiled_executor
+                    torch._dynamo.reset()
             if precision not in with_diffusers:
                 del executor
                 if cuda:

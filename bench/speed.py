@@ -26,7 +26,8 @@ the first size; compile included), then per size a warm-up run (the compile for 
 (activations and workspace) and the process's peak resident set (weights included); the U-Net
 forward of the cond/uncond batch of 2 at that size (best of 3), its FLOPs counted by torch's
 FlopCounterMode, and the achieved GFLOP/s against this CPU's matmul peak for the dtype, measured
-in the same process (a 2048^3 product; the fp32 figure for fp32 variants, bf16 for bf16).
+first in a process of its own (a 2048^3 product, best of 5; in the variants' processes it read low
+where compiling had filled the memory).
 Ratios are against diffusers fp32 and bf16 of the same run. Needs a quiet machine.
 """
 
@@ -183,8 +184,6 @@ def measure_variant(spec: dict[str, Any]) -> dict[str, Any]:
         result["compiles"] = compiles
         return result
 
-    peak_gflops = matmul_gflops(torch, dtype)
-    result["matmul_gflops"] = peak_gflops
     from torch.utils.flop_counter import FlopCounterMode
 
     generator = torch.Generator().manual_seed(1234)
@@ -210,8 +209,7 @@ def measure_variant(spec: dict[str, Any]) -> dict[str, Any]:
             unet_call(unet, x, t, context)  # warm-up (compiled: guards checked, nothing new to compile)
             unet_s = min(_timed(lambda: unet_call(unet, x, t, context)) for _ in range(3))
         flops = counter.get_total_flops()
-        row |= {"unet_s": unet_s, "unet_gflop": flops / 1e9, "unet_gflops": flops / unet_s / 1e9,
-                "of_peak": flops / unet_s / 1e9 / peak_gflops}
+        row |= {"unet_s": unet_s, "unet_gflop": flops / 1e9, "unet_gflops": flops / unet_s / 1e9}
         result["sizes"][str(size)] = row
         log(f"[{spec['variant']}] {size}: {row}")
     result["compiles"] = compiles
@@ -227,7 +225,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(lines[-1][len(RESULT_MARK):])
 
 
-def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]], args: argparse.Namespace) -> None:
+def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]], args: argparse.Namespace,
+                 peaks: dict[str, float]) -> None:
     print("\n### Time to first image (fresh process: checkpoint read, prompts encoded, the first image "
           f"{sizes[0][0]}x{sizes[0][0]} in {sizes[0][1]} steps and saved; compile included)\n")
     print("| variant | load | first image | compiled (s, per model and size) | process peak after |")
@@ -243,7 +242,8 @@ def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]
     for size, steps in sizes:
         key = str(size)
         print(f"\n### txt2img {size}x{size}, {steps} steps {SAMPLER} {SCHEDULE}, cfg {CFG} (best of {args.runs}) "
-              f"and the U-Net forward at latent {size // 8}x{size // 8}, batch 2\n")
+              f"and the U-Net forward at latent {size // 8}x{size // 8}, batch 2 (matmul peak: "
+              f"fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s)\n")
         print("| variant | txt2img | " + " | ".join(f"vs {ref}" for ref in references)
               + " | run's memory growth | process peak | U-Net forward | GFLOP/s | of the matmul peak |")
         print("|---|---:|" + "---:|" * len(references) + "---:|---:|---:|---:|---:|")
@@ -252,8 +252,9 @@ def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]
                 continue
             row = r["sizes"][key]
             ratios = " | ".join(f"**{row['s'] / results[ref]['sizes'][key]['s']:.2f}**" for ref in references)
+            peak = peaks[name.split("-")[1]]
             print(f"| {name} | {fmt_s(row['s'])} | {ratios} | {fmt_mb(row['growth_mb'])} | {fmt_mb(r['process_peak_mb'])} "
-                  f"| {fmt_s(row['unet_s'])} | {row['unet_gflops']:.0f} | {row['of_peak']:.0%} of {r['matmul_gflops']:.0f} |")
+                  f"| {fmt_s(row['unet_s'])} | {row['unet_gflops']:.0f} | {row['unet_gflops'] / peak:.0%} |")
     best = {}
     for key in (str(s) for s, _ in sizes):
         for ref in references:
@@ -281,6 +282,12 @@ def main() -> None:
         if spec.get("model") == "build":
             build_sd15_checkpoint(Path(spec["checkpoint"]))
             print(RESULT_MARK + "{}")
+        elif spec.get("model") == "peak":
+            import torch
+
+            torch.set_num_threads(spec["threads"])
+            print(RESULT_MARK + json.dumps({name: matmul_gflops(torch, dtype) for name, dtype in (
+                ("fp32", torch.float32), ("bf16", torch.bfloat16))}))
         else:
             print(RESULT_MARK + json.dumps(measure_variant(spec)))
         return
@@ -302,6 +309,7 @@ def main() -> None:
         checkpoint = (folder / SD15_FILE).resolve()
         if not checkpoint.exists():
             run_worker({"model": "build", "checkpoint": str(checkpoint)})
+        peaks = run_worker({"model": "peak", "threads": args.threads})  # a quiet process of its own
         results = {}
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(scratch) / "inductor-cache")  # empty: a first start
         for variant in variants:
@@ -314,7 +322,7 @@ def main() -> None:
     print(f"\nMachine: {cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}; torch {torch.__version__}, "
           f"diffusers {diffusers.__version__}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
           f"{time.perf_counter() - started:.0f} s in all.")
-    print_report(results, sizes, args)
+    print_report(results, sizes, args, peaks)
 
 
 if __name__ == "__main__":

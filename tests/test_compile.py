@@ -166,3 +166,23 @@ def test_a_compiled_forward_runs_at_its_thread_count_so_fitting_never_recompiles
         assert cpu_load.fit_threads() == full  # ... not inside
     torch.set_num_threads(threads)
     torch._dynamo.reset()
+
+
+def test_without_memory_for_the_frozen_weights_a_size_runs_eagerly_and_says_why(sd_folders, monkeypatch) -> None:
+    # Each compiled size holds a prepacked copy of the weights (freezing): where that would not fit
+    # in the memory free now, the model runs eagerly at that size, and the nodes' results say so.
+    from torch._dynamo.utils import counters
+
+    import latentgraph.nodes.sd.compiled as compiled_module
+
+    torch._dynamo.reset()
+    counters.clear()
+    monkeypatch.setattr(compiled_module, "_free_cpu_memory", lambda: 1 << 20)  # 1 MiB free
+    results: list = []
+    got = image(executor(sd_folders, compile=True), sd_folders, 4, results)
+    assert np.array_equal(got, image(executor(sd_folders, compile=False), sd_folders, 4))
+    assert counters["stats"]["unique_graphs"] == 0
+    for node, model in (("sampler", "UNetModel"), ("decode", "Decoder")):
+        (note,) = {str(n): n for n in results[0][node]["compiled"]}.values()  # once per run, not per step
+        assert note["model"] == model and note["eager"].startswith("compiling for this size would need about ")
+        assert note["eager"].endswith("GiB, 0.0 GiB is free")
