@@ -256,7 +256,8 @@ def test_guidance_makes_the_colours_match_the_prompt_more_closely(demo):
 def test_in_bf16_every_model_is_bf16_and_the_images_stay_within_2_of_255_of_fp32(demo):
     """`--precision bf16` on the CPU: U-Net, text encoder and VAE in bf16 (the sampler's state in
     float32); the shipped workflow's images keep what they show, within 2/255 on average of fp32's
-    (over 100 prompts: 0.4/255, and the accuracy table within a point; README, "Performance")."""
+    (over 100 prompts: 0.4/255, and the accuracy table within a point; see the README's demo
+    model section)."""
     import torch
 
     from latentgraph.training.evaluate import GraphGenerator

@@ -6,7 +6,7 @@ CPU are hundreds of times slower, so fp16 weights are upcast there. `LATENTGRAPH
 (`--precision bf16`) runs the U-Net, the text encoders and the VAE in bf16 on the CPU (the U-Net
 about 1.7x faster there); the sampler's state stays float32 (the U-Net returns its prediction in the
 latent's dtype). Measured on the demo model over 100 prompts: images 0.4/255 apart on average from
-fp32, the accuracy table within a point (README, "Performance").
+fp32, the accuracy table within a point (README: the demo model's accuracy in bf16).
 """
 
 from __future__ import annotations
