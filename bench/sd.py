@@ -624,12 +624,13 @@ def measure_sdxl(spec: dict[str, Any]) -> dict[str, Any]:
 # --- the report ----------------------------------------------------------------------------------
 
 
-def run_worker(spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--worker", json.dumps(spec)]
+def run_worker(spec: dict[str, Any], env: dict[str, str] | None = None, script: str = __file__) -> dict[str, Any]:
+    """Run `script --worker SPEC` in a fresh process and return the result it printed."""
+    command = [sys.executable, script, "--worker", json.dumps(spec)]
     process = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if process.returncode != 0 or not lines:
-        sys.exit(f"the {spec['model']} worker failed (exit {process.returncode})")
+        sys.exit(f"the {spec.get('variant') or spec['model']} worker failed (exit {process.returncode})")
     return json.loads(lines[-1][len(RESULT_MARK):])
 
 

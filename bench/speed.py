@@ -40,7 +40,6 @@ PROCESS_START = time.perf_counter()  # a worker's first image is also timed from
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -55,6 +54,7 @@ from sd import (  # noqa: E402  (bench/sd.py: the checkpoint, memory probes, for
     CFG, CHECKPOINT_NAME, RESULT_MARK, SAMPLER, SCHEDULE, SD15_FILE, PeakRSS, build_sd15_checkpoint, cpu_name,
     fmt_mb, fmt_s, log, process_peak_mb, txt2img_settings,
 )
+from sd import run_worker as sd_worker  # noqa: E402
 
 VARIANTS = ("ours-fp32", "ours-bf16", "ours-fp32-compiled", "ours-bf16-compiled", "ours-bf16-compiled-again",
             "diffusers-fp32", "diffusers-bf16")
@@ -222,11 +222,7 @@ def measure_variant(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    process = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
-    lines = [line for line in process.stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if process.returncode != 0 or not lines:
-        sys.exit(f"the {spec.get('variant', spec.get('model'))} worker failed (exit {process.returncode})")
-    return json.loads(lines[-1][len(RESULT_MARK):])
+    return sd_worker(spec, script=__file__)
 
 
 def print_report(results: dict[str, dict[str, Any]], sizes: list[tuple[int, int]], args: argparse.Namespace,

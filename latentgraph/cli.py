@@ -288,9 +288,9 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                        help="model precision (default: fp16 on CUDA, fp32 on the CPU)")
     group.add_argument("--compile", action="store_true",
-                       help="torch.compile the U-Net (inductor; on the CPU with frozen weights): the first image of "
-                            "each model and size pays the compile (tens of seconds), later ones run faster; a LoRA "
-                            "change recompiles on the CPU")
+                       help="torch.compile the U-Net and VAE decoder (inductor; on the CPU with frozen weights): the "
+                            "first image of each model and size pays the compile (1-2 minutes for SD1.5 on a small "
+                            "CPU), later ones run faster; a LoRA change recompiles on the CPU")
     group.add_argument("--allow-pickle", action="store_true",
                        help="also load .ckpt/.pt checkpoints, with torch's weights-only loader")
     group.add_argument("--follow-symlinks", action="store_true",

@@ -35,7 +35,7 @@ class Services:
     precision: str | None = None  # None: the device's default (fp16 on CUDA, fp32 on the CPU)
     allow_pickle: bool = False  # .ckpt files: refused unless set, then read weights-only
     limits: RunLimits = field(default_factory=RunLimits)
-    compile: bool = False  # torch.compile the U-Net (nodes/sd/compiled.py; `--compile`)
+    compile: bool = False  # torch.compile the U-Net and VAE decoder (nodes/sd/compiled.py; `--compile`)
     _models: Any = field(default=None, init=False, repr=False, compare=False)
     _placement: Any = field(default=None, init=False, repr=False, compare=False)
 

@@ -47,7 +47,8 @@ _notes: ContextVar["list[dict[str, Any]] | None"] = ContextVar("latentgraph_comp
 @contextmanager
 def compiled_models(enabled: bool) -> Iterator[list[dict[str, Any]]]:
     """Within the block, `forward_of` gives compiled forwards (when `enabled`). Yields the list of
-    compiles made in the block (`{"model", "seconds"}`, or `{"model", "failed"}` for a fallback)."""
+    compiles made in the block: `{"model", "seconds"}`, `{"model", "failed"}` for a fallback to
+    eager, `{"model", "eager"}` for a size left uncompiled for want of memory."""
     notes: list[dict[str, Any]] = []
     token, notes_token = _enabled.set(enabled), _notes.set(notes)
     try:
@@ -63,7 +64,6 @@ class _Entry:
     forward: Callable[..., Any]
     threads: int  # torch's CPU thread count when it was made: a change would make dynamo recompile
     failed: bool = False
-    compile_seconds: float | None = None  # the first compile's time
     shapes: set[tuple[Any, ...]] = field(default_factory=set)  # the input shapes it compiled for
 
 
@@ -76,6 +76,13 @@ FROZEN_COPIES = 2.5
 def _shape_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     return tuple((tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else None
                  for v in (*args, *kwargs.values()))
+
+
+def _note(**fields: Any) -> None:
+    """Add to the notes of the `compiled_models` block this runs in (if any)."""
+    notes = _notes.get()
+    if notes is not None:
+        notes.append(fields)
 
 
 def _free_cpu_memory() -> int | None:
@@ -139,13 +146,11 @@ def _guarded(module: nn.Module, compiled: Callable[..., Any], freeze: bool) -> C
         entry = _entries.get(module)
         if entry is None or entry.failed:
             return module(*args, **kwargs)
-        notes = _notes.get()
         shapes = _shape_key(args, kwargs)
         if shapes not in entry.shapes:  # this call compiles: a first call, or a new size
             if freeze and (short := _room_to_freeze(module)):  # frozen weights are copies: room for them?
                 log.warning("%s runs eagerly at this size: %s", name, short)
-                if notes is not None:
-                    notes.append({"model": name, "eager": short})
+                _note(model=name, eager=short)
                 return module(*args, **kwargs)
             entry.shapes.add(shapes)
         if torch.get_num_threads() != entry.threads:
@@ -160,25 +165,15 @@ def _guarded(module: nn.Module, compiled: Callable[..., Any], freeze: bool) -> C
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             log.warning("compiling %s failed (%s); it runs eagerly", name, reason)
             entry.failed = True
-            if notes is not None:
-                notes.append({"model": name, "failed": reason})
+            _note(model=name, failed=reason)
             return out
         if counters["stats"]["unique_graphs"] != graphs:  # this call compiled (a first call, a new size)
             seconds = time.perf_counter() - started
-            if entry.compile_seconds is None:
-                entry.compile_seconds = seconds
             log.info("compiled %s in %.1f s", name, seconds)
-            if notes is not None:
-                notes.append({"model": name, "seconds": round(seconds, 2)})
+            _note(model=name, seconds=round(seconds, 2))
         return out
 
     return forward
 
 
-def compile_seconds(module: nn.Module) -> float | None:
-    """How long the module's current compiled forward took to make (its first compile), if any."""
-    entry = _entries.get(module)
-    return None if entry is None else entry.compile_seconds
-
-
-__all__ = ["compile_seconds", "compiled_models", "forward_of"]
+__all__ = ["compiled_models", "forward_of"]
