@@ -181,13 +181,13 @@ def main() -> int:
             if precision in wanted:
                 measure("ours", ours)
                 if cuda and precision == "fp16":  # what a preview at every step costs (the old default)
-                    from latentgraph.nodes import sampling
+                    from latentgraph.nodes import previews
 
-                    kept, sampling.ASYNC_PREVIEW_INTERVAL = sampling.ASYNC_PREVIEW_INTERVAL, 0.0
+                    kept, previews.ASYNC_PREVIEW_INTERVAL = previews.ASYNC_PREVIEW_INTERVAL, 0.0
                     try:
                         measure("ours, a preview every step", ours)
                     finally:
-                        sampling.ASYNC_PREVIEW_INTERVAL = kept
+                        previews.ASYNC_PREVIEW_INTERVAL = kept
                 if args.compile:  # `latentgraph serve --compile`: its load + first image includes the compiles
                     compiled_executor = Executor(registry, OutputCache(1 << 30), events=events, services=Services(
                         folders=folders, device=device, precision=precision, compile=True))

@@ -244,7 +244,8 @@ def _services(args: argparse.Namespace) -> Any:
                                    inputs=args.input_dir, outputs=args.output_dir,
                                    follow_symlinks=args.follow_symlinks)
     return Services(folders=folders, device=args.device, precision=args.precision, allow_pickle=args.allow_pickle,
-                    limits=_run_limits(args), compile=args.compile)
+                    limits=_run_limits(args), compile=args.compile,
+                    preview_method=args.preview_method or "none")  # run shows no images: none unless asked
 
 
 def _run_limits(args: argparse.Namespace) -> Any:
@@ -278,6 +279,8 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
 
 def add_folder_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the commands that run or validate workflows against the model folders."""
+    from latentgraph.nodes.services import PREVIEW_METHODS
+
     group = parser.add_argument_group("folders and device")
     group.add_argument("--models-dir", type=Path, metavar="DIR", help="models root (default: ./models)")
     group.add_argument("--extra-models-dir", type=Path, action="append", default=[], metavar="DIR",
@@ -291,6 +294,11 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
                        help="torch.compile the U-Net and VAE decoder (inductor; on the CPU with frozen weights): the "
                             "first image of each model and size pays the compile (1-2 minutes for SD1.5 on a small "
                             "CPU), later ones run faster; a LoRA change recompiles on the CPU")
+    group.add_argument("--preview-method", choices=PREVIEW_METHODS,
+                       help="step previews: taesd decodes them at full size with the tiny autoencoder in "
+                            "models/vae_approx (taesd_decoder for SD1.x/2.x, taesdxl_decoder for SDXL), "
+                            "latent2rgb is a quick 1/8-size colour map, auto takes taesd where its file is "
+                            "present (default: auto for serve, none for run, which shows no images)")
     group.add_argument("--allow-pickle", action="store_true",
                        help="also load .ckpt/.pt checkpoints, with torch's weights-only loader")
     group.add_argument("--follow-symlinks", action="store_true",
@@ -376,6 +384,7 @@ def command_serve(args: argparse.Namespace, reg: NodeRegistry) -> int:
         allowed_origins=args.allow_origin, allowed_hosts=args.allow_host,
         models_dir=args.models_dir, extra_model_roots=args.extra_models_dir, input_dir=args.input_dir,
         output_dir=args.output_dir, temp_dir=args.temp_dir, device=args.device, precision=args.precision, compile=args.compile,
+        preview_method=args.preview_method or "auto",
         allow_pickle=args.allow_pickle, follow_symlinks=args.follow_symlinks, cache_bytes=args.cache_size,
         max_upload_bytes=args.max_upload,
         clear_temp=not args.keep_temp,

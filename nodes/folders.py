@@ -25,6 +25,7 @@ KIND_ALIASES: dict[str, tuple[str, ...]] = {
     "embeddings": ("embeddings",),
     "controlnet": ("controlnet", "ControlNet"),
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN"),
+    "vae_approx": ("vae_approx", "VAE-taesd"),  # TAESD preview decoders
 }
 
 def file_identity(path: Path) -> dict[str, Any]:

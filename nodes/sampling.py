@@ -19,21 +19,15 @@ SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]  (the names are
 ScheduleName = Literal[SCHEDULE_NAMES]  # type: ignore[valid-type]
 
 
-# Seconds between step previews when the sampler runs on an asynchronous device (CUDA): making a
-# preview copies the latent to the host, which waits for the GPU to finish the step, and the GPU then
-# idles while the host queues the next step's kernels. At most one such wait per interval (and one at
-# the last step); on the CPU every step has its preview.
-ASYNC_PREVIEW_INTERVAL = 0.25
 REFIT_THREADS = 2.0  # seconds between fittings of torch's CPU threads to the free cores during sampling
 
 
 def _step_reporter(ctx: RunContext, model: Any):
-    """Sampler step callback: node progress (also a cancel point) with a cheap preview in the model's
-    latent format, when anyone listens; on CUDA at most every ASYNC_PREVIEW_INTERVAL seconds."""
-    from latentgraph.nodes.sd.samplers import latent_preview
+    """Sampler step callback: node progress (also a cancel point) with a preview of the step's
+    denoised latent when anyone listens, made and paced as nodes/previews.py says."""
+    from latentgraph.nodes.previews import PreviewPace, previewer_for
 
-    latent_format = model.spec.latent
-    last = [float("-inf")]
+    made: list[Any] = []  # [previewer or None, pace], settled when a preview is first wanted
     fitted = [time.monotonic()]
 
     def on_step(step: int, total: int, denoised: Any) -> None:
@@ -44,11 +38,11 @@ def _step_reporter(ctx: RunContext, model: Any):
             fit_threads_for(denoised.device)  # the machine got busier (or quieter) since the sampler started
         preview = None
         if ctx.wants_previews:
-            if denoised.device.type == "cpu" or step == total:
-                preview = latent_preview(denoised, latent_format)
-            elif (now := time.monotonic()) - last[0] >= ASYNC_PREVIEW_INTERVAL:
-                last[0] = now
-                preview = latent_preview(denoised, latent_format)
+            if not made:
+                made.extend((previewer_for(ctx, model), PreviewPace(asynchronous=denoised.device.type != "cpu")))
+            make, pace = made
+            if make is not None and pace.due(step, total):
+                preview = pace.timed(lambda: make(denoised))
         ctx.progress(step, total, preview=preview)
 
     return on_step

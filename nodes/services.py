@@ -27,6 +27,9 @@ class RunLimits:
     min_free_disk: int = 256 << 20  # bytes that must stay free on the disk images are saved to
 
 
+PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "none")  # how step previews are made (nodes/previews.py)
+
+
 @dataclass
 class Services:
     folders: Folders = field(default_factory=Folders)
@@ -36,8 +39,13 @@ class Services:
     allow_pickle: bool = False  # .ckpt files: refused unless set, then read weights-only
     limits: RunLimits = field(default_factory=RunLimits)
     compile: bool = False  # torch.compile the U-Net and VAE decoder (nodes/sd/compiled.py; `--compile`)
+    preview_method: str = "auto"  # step previews: auto, latent2rgb, taesd or none (nodes/previews.py)
     _models: Any = field(default=None, init=False, repr=False, compare=False)
     _placement: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.preview_method not in PREVIEW_METHODS:
+            raise ValueError(f"preview_method must be one of {', '.join(PREVIEW_METHODS)}, not {self.preview_method!r}")
 
     @property
     def models(self) -> Any:

@@ -159,6 +159,7 @@ class WorkerSettings:
     precision: str | None = None
     allow_pickle: bool = False
     compile: bool = False
+    preview_method: str = "auto"
     cache_bytes: int = 4 << 30
     limits: RunLimits = field(default_factory=RunLimits)
     max_value_bytes: int | None = None
@@ -198,7 +199,8 @@ class WorkerActor:
         for folder in (self.by_hash, self.folders.inputs, self.folders.outputs, self.folders.temp):
             folder.mkdir(parents=True, exist_ok=True)
         self.services = Services(folders=self.folders, device=settings.device, precision=settings.precision,
-                                 allow_pickle=settings.allow_pickle, limits=settings.limits, compile=settings.compile)
+                                 allow_pickle=settings.allow_pickle, limits=settings.limits, compile=settings.compile,
+                                 preview_method=settings.preview_method)
         self.registry = _load_registry(settings.registry)
         limits = ExecutionLimits(max_seconds=settings.max_run_seconds)
         if settings.max_value_bytes is not None:
@@ -1002,7 +1004,7 @@ def settings_for(config: Any, folders: Folders) -> WorkerSettings:
         models_dir=Path(models).absolute() if models is not None else folders.models,
         extra_model_roots=[] if models is not None else list(folders.extra_model_roots),
         device=config.device, precision=config.precision, allow_pickle=config.allow_pickle, compile=config.compile,
-        cache_bytes=config.cache_bytes, limits=config.limits, max_value_bytes=config.max_value_bytes,
+        preview_method=config.preview_method, cache_bytes=config.cache_bytes, limits=config.limits, max_value_bytes=config.max_value_bytes,
         max_run_seconds=config.max_run_seconds, preview_max_side=config.preview_max_side)
 
 

@@ -54,6 +54,7 @@ class ServerConfig:
     device: str | None = None
     precision: str | None = None
     compile: bool = False  # torch.compile the U-Net and VAE decoder (`--compile`; nodes/sd/compiled.py)
+    preview_method: str = "auto"  # step previews: auto, latent2rgb, taesd, none (nodes/previews.py)
     allow_pickle: bool = False
     follow_symlinks: bool = False  # serve and load links in input/output/temp that lead outside them
     cache_bytes: int = 4 << 30

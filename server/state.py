@@ -86,7 +86,8 @@ def build_state(config: ServerConfig, registry: NodeRegistry, worker: Worker | N
                                    inputs=config.input_dir, outputs=config.output_dir, temp=config.temp_dir,
                                    follow_symlinks=config.follow_symlinks)
     services = Services(folders=folders, device=config.device, precision=config.precision,
-                        allow_pickle=config.allow_pickle, limits=config.limits, compile=config.compile)
+                        allow_pickle=config.allow_pickle, limits=config.limits, compile=config.compile,
+                        preview_method=config.preview_method)
     executor = Executor(registry, OutputCache(config.cache_bytes), services=services, events=EventBus(),
                         limits=ExecutionLimits(max_value_bytes=config.max_value_bytes,
                                                max_seconds=config.max_run_seconds))

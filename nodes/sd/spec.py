@@ -26,6 +26,8 @@ class LatentFormat:
         may override the scale (see `layout.SCALING_FACTOR_METADATA_KEY`).
     rgb_factors: a linear map latent channel -> (R, G, B) in [-1, 1] for cheap step previews
         without the VAE (rows: channels); rgb_bias is added after it.
+    taesd: the name of this latent space's tiny autoencoder files (`<taesd>_decoder.safetensors`
+        in models/vae_approx, nodes/sd/taesd.py), for full-size previews; "" for none.
     """
 
     channels: int
@@ -33,6 +35,7 @@ class LatentFormat:
     shift_factor: float = 0.0
     rgb_factors: tuple[tuple[float, float, float], ...] = ()
     rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    taesd: str = ""
 
 
 @dataclass(frozen=True)

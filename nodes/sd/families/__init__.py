@@ -146,6 +146,9 @@ def detect_family(
 
     prediction_type, prediction_source = _prediction(spec, shapes, prediction_type, read)
     scaling_factor = scaling_factor_from_metadata(metadata, source)
+    if scaling_factor is not None and scaling_factor != spec.latent.scaling_factor:
+        # A VAE of its own (as our demo model's): the family's TAESD preview decoder does not know its latents.
+        spec = replace(spec, latent=replace(spec.latent, scaling_factor=scaling_factor, taesd=""))
     vae = replace(infer_vae_config(shapes), scaling_factor=scaling_factor or spec.latent.scaling_factor)
     return ModelFamily(spec, unet, vae, text_encoders, prediction_type, prediction_source,
                        zero_terminal_snr=ZERO_TERMINAL_SNR_KEY in shapes)

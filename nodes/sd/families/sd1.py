@@ -23,6 +23,7 @@ LATENT = LatentFormat(
         (-0.2829, 0.1762, 0.2721),
         (-0.2120, -0.2616, -0.7177),
     ),
+    taesd="taesd",  # SD1.x and SD2.x share the VAE and its latent space
 )
 
 SCHEDULE = ScheduleSpec(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timesteps=1000)

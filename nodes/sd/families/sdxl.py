@@ -40,6 +40,7 @@ LATENT = LatentFormat(
         (-0.3165, -0.2492, -0.2188),
     ),
     rgb_bias=(0.1084, -0.0175, -0.0011),
+    taesd="taesdxl",
 )
 
 CLIP_L = TextEncoderSpec(name="clip_l", prefix=CONDITIONER_PREFIX + "0.transformer.text_model.", layout="transformers",
