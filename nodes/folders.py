@@ -172,6 +172,16 @@ class Folders:
                 seen.setdefault(name, None)
         return list(seen)
 
+    def tiny_autoencoder_file(self, name: str, part: str) -> Path | None:
+        """TAESD's `<name>_<part>.<ext>` (part "decoder" or "encoder") in the vae_approx folders,
+        .safetensors before the pickle suffixes, or None."""
+        for folder in self.model_dirs("vae_approx"):
+            for suffix in MODEL_EXTENSIONS:
+                candidate = folder / f"{name}_{part}{suffix}"
+                if candidate.is_file():
+                    return candidate
+        return None
+
     def model_path(self, kind: str, name: str) -> Path:
         """The file of model `name` of `kind`: the first folder that has it. Raises FileNotFoundError."""
         safe_relative(name)

@@ -15,8 +15,23 @@ def _checkpoint_choices(services: Any) -> list[str]:
     return services_of(services).folders.list_models("checkpoints")
 
 
+def _tiny_autoencoders() -> list[str]:
+    """TAESD's names (taesd, taesdxl): the families' latent formats name them."""
+    from latentgraph.nodes.sd.families import FAMILIES
+
+    return sorted({spec.latent.taesd for spec in FAMILIES if spec.latent.taesd})
+
+
+def _tiny_autoencoder_files(folders: Any, name: str) -> tuple[Any, Any] | None:
+    """TAESD `name`'s decoder and encoder files, or None unless both are in models/vae_approx."""
+    decoder, encoder = folders.tiny_autoencoder_file(name, "decoder"), folders.tiny_autoencoder_file(name, "encoder")
+    return (decoder, encoder) if decoder is not None and encoder is not None else None
+
+
 def _vae_choices(services: Any) -> list[str]:
-    return services_of(services).folders.list_models("vae")
+    folders = services_of(services).folders
+    tiny = [name for name in _tiny_autoencoders() if _tiny_autoencoder_files(folders, name)]
+    return folders.list_models("vae") + tiny
 
 
 @node("checkpoint_loader", category="loaders", title="Load checkpoint")
@@ -94,9 +109,11 @@ class VaeLoader(Node):
     fp16-fixed SDXL VAE), to use instead of the one inside a checkpoint. SD1.x/2.x and SDXL VAEs
     have the same architecture but scale their latents differently, which the weights cannot
     tell: say which family's latents it makes (a file's latentgraph.vae_scaling_factor metadata
-    wins over it)."""
+    wins over it). `taesd` and `taesdxl` (listed where both their decoder and encoder are in
+    models/vae_approx, as in ComfyUI) are TAESD, the tiny autoencoder: about 1/18 of the VAE's time,
+    previews' quality; each knows its own family's latents, whatever latent_space says."""
 
-    vae_name: str = Input(choices=_vae_choices, description="file in models/vae")
+    vae_name: str = Input(choices=_vae_choices, description="file in models/vae, or taesd / taesdxl")
     latent_space: Literal["sd1", "sdxl"] = Input("sd1", description="the family whose latents it encodes and decodes "
                                                                     "(sd1 also for SD2.x)")
 
@@ -105,7 +122,10 @@ class VaeLoader(Node):
 
     @classmethod
     def fingerprint(cls, literal_inputs: dict[str, Any], services: Any) -> Any:
-        return file_identity(services_of(services).folders.model_path("vae", literal_inputs["vae_name"]))
+        folders, name = services_of(services).folders, literal_inputs["vae_name"]
+        if name in _tiny_autoencoders() and (pair := _tiny_autoencoder_files(folders, name)):
+            return [file_identity(path) for path in pair]
+        return file_identity(folders.model_path("vae", name))
 
     def run(self, ctx: RunContext) -> Outputs:
         from latentgraph.nodes.sd.checkpoint import load_vae
@@ -113,14 +133,31 @@ class VaeLoader(Node):
         from latentgraph.nodes.sd.handles import Vae
 
         services = services_of(ctx)
-        path = services.folders.model_path("vae", self.vae_name)
         placement = services.placement
+        if self.vae_name in _tiny_autoencoders():
+            return self.Outputs(vae=self._tiny(services))
+        path = services.folders.model_path("vae", self.vae_name)
         key = ("vae", *file_identity(path).values(), placement.key(), self.latent_space)
         scaling = family_named(self.latent_space).latent.scaling_factor
         vae = services.models.get_or_load(
             key, lambda: load_vae(path, placement.device, placement.vae_dtype, allow_pickle=services.allow_pickle,
                                   default_scaling_factor=scaling))
         return self.Outputs(vae=Vae(vae, self.vae_name))
+
+    def _tiny(self, services: Any) -> Any:
+        from latentgraph.nodes.sd.handles import Vae
+        from latentgraph.nodes.sd.taesd import load_tiny_autoencoder
+
+        pair = _tiny_autoencoder_files(services.folders, self.vae_name)
+        if pair is None:
+            searched = ", ".join(str(d) for d in services.folders.model_dirs("vae_approx"))
+            raise FileNotFoundError(f"{self.vae_name} needs {self.vae_name}_decoder and {self.vae_name}_encoder "
+                                    f"(.safetensors or .pth) in models/vae_approx (searched {searched})")
+        placement = services.placement
+        key = ("taesd", *(v for path in pair for v in file_identity(path).values()), placement.key())
+        tiny = services.models.get_or_load(key, lambda: load_tiny_autoencoder(
+            *pair, placement.device, placement.vae_dtype, allow_pickle=services.allow_pickle))
+        return Vae(tiny, self.vae_name)
 
 
 def _lora_choices(services: Any) -> list[str]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from latentgraph.nodes.folders import MODEL_EXTENSIONS, file_identity
+from latentgraph.nodes.folders import file_identity
 from latentgraph.nodes.services import PREVIEW_METHODS, services_of
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 PREVIEW_SHARE = 0.1  # previews may take at most this share of a sampler's time
 ASYNC_PREVIEW_INTERVAL = 0.25  # seconds between previews on an asynchronous device (CUDA)
 MAX_PREVIEW_LATENT = 64  # latent pixels a side a TAESD preview decodes (512 px; the server sends 256)
-_SUFFIX_ORDER = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
-assert set(_SUFFIX_ORDER) == set(MODEL_EXTENSIONS)
 
 _told: set[str] = set()  # problems already logged (once per process, not once per step or run)
 
@@ -65,21 +63,11 @@ class PreviewPace:
         return preview
 
 
-def find_taesd_decoder(folders: Any, name: str) -> Any:
-    """The path of `<name>_decoder.<ext>` in the vae_approx folders (safetensors first), or None."""
-    for folder in folders.model_dirs("vae_approx"):
-        for suffix in _SUFFIX_ORDER:
-            candidate = folder / f"{name}_decoder{suffix}"
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 def _taesd_previewer(services: Any, model: Any) -> Callable[[Any], Any] | None:
     """A function latent -> PIL image by the family's TAESD decoder, or None (logged) if there is
     none to use."""
     name = model.spec.latent.taesd
-    path = find_taesd_decoder(services.folders, name) if name else None
+    path = services.folders.tiny_autoencoder_file(name, "decoder") if name else None
     if path is None:
         if services.preview_method == "taesd":
             where = ", ".join(str(d) for d in services.folders.model_dirs("vae_approx"))
@@ -145,4 +133,4 @@ def previewer_for(ctx: Any, model: Any) -> Callable[[Any], Any] | None:
 
 
 __all__ = ["ASYNC_PREVIEW_INTERVAL", "MAX_PREVIEW_LATENT", "PREVIEW_METHODS", "PREVIEW_SHARE", "PreviewPace",
-           "find_taesd_decoder", "previewer_for", "taesd_preview"]
+           "previewer_for", "taesd_preview"]

@@ -219,8 +219,8 @@ def test_each_family_finds_its_own_decoder_and_a_large_latent_is_shrunk_first(tm
     other = Folders(models=tmp_path / "m2", inputs=tmp_path / "in", outputs=tmp_path / "out", temp=tmp_path / "t",
                     extra_model_roots=[tmp_path / "a1111"])
     write_taesd(tmp_path / "a1111" / "VAE-taesd")
-    assert previews.find_taesd_decoder(other, "taesd") == tmp_path / "a1111" / "VAE-taesd" / "taesd_decoder.safetensors"
-    assert previews.find_taesd_decoder(other, "taesdxl") is None
+    assert other.tiny_autoencoder_file("taesd", "decoder") == tmp_path / "a1111" / "VAE-taesd" / "taesd_decoder.safetensors"
+    assert other.tiny_autoencoder_file("taesdxl", "decoder") is None
 
 
 def test_previews_take_at_most_their_share_of_the_time_and_the_last_step_always_has_one():
@@ -285,3 +285,74 @@ def test_a_checkpoint_with_a_vae_of_its_own_keeps_latent2rgb_previews(tmp_path, 
     model = executor.run(load("txt2img.json"), outputs=["checkpoint"]).values["checkpoint"]["model"]
     assert model.spec.name == "sd1" and model.spec.latent.taesd == "" and model.spec.latent.scaling_factor != 0.18215
     assert [p.size for p in seen] == [(8, 8)] * 3
+
+
+# ---------------------------------------------------------------------------------------------
+# TAESD as the VAE (ComfyUI's "taesd" / "taesdxl" VAE choices)
+
+
+def with_tiny_vae(document: dict, name: str = "taesd") -> dict:
+    """A txt2img workflow whose decode uses `vae_loader` with `name` instead of the checkpoint's VAE."""
+    document["nodes"]["tiny"] = {"type": "vae_loader", "inputs": {"vae_name": name}}
+    document["nodes"]["decode"]["inputs"]["vae"] = {"node": "tiny", "output": "vae"}
+    return document
+
+
+def test_taesd_is_a_vae_choice_when_its_decoder_and_encoder_are_both_there(sd_executor):
+    from latentgraph.engine import WorkflowInvalid
+    from latentgraph.nodes.loaders import _vae_choices
+    from test_sd_nodes import txt2img
+
+    folders = sd_executor.services.folders
+
+    write_taesd(folders.models / "vae_approx")
+    (folders.models / "vae_approx" / "taesd_encoder.safetensors").unlink()
+    assert "taesd" not in _vae_choices(sd_executor.services)
+    with pytest.raises(WorkflowInvalid) as refused:
+        sd_executor.run(with_tiny_vae(txt2img()))
+    (issue,) = refused.value.issues
+    assert (issue.node, issue.input, issue.code) == ("tiny", "vae_name", "not_in_choices") and "'taesd'" in issue.message
+    write_taesd(folders.models / "vae_approx")
+    assert _vae_choices(sd_executor.services)[-1:] == ["taesd"]  # taesdxl has no files here
+
+
+def test_decoding_and_encoding_with_taesd_equal_diffusers_autoencoder_tiny(sd_executor):
+    import numpy as np
+    from test_sd_nodes import image_of, txt2img
+
+    folders = sd_executor.services.folders
+    decoder_path, encoder_path = write_taesd(folders.models / "vae_approx", seed=4)
+    result = sd_executor.run(with_tiny_vae(txt2img(**{"sampler.seed": 2})))
+    assert result.ok, result.errors
+    latent = sd_executor.run(txt2img(**{"sampler.seed": 2}), outputs=["sampler"]).values["sampler"]["latent"].samples
+    reference = diffusers_tiny(decoder_path, encoder_path)
+    with torch.no_grad():
+        expected = ((reference.decode(latent).sample.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).numpy()
+    saved = image_of(sd_executor, result).astype(np.float64)
+    assert saved.shape == (SIZE, SIZE, 3)
+    assert np.abs(saved - expected).max() <= 1  # PNG rounding
+    # The checkpoint's own VAE makes another picture of the same latent.
+    own = image_of(sd_executor, sd_executor.run(txt2img(**{"sampler.seed": 2}))).astype(np.float64)
+    assert np.abs(own - saved).mean() > 5
+
+    # Encoding: the image through vae_encode with TAESD is diffusers' encode of it.
+    from latentgraph.nodes.sd.handles import Vae
+
+    tiny = sd_executor.run({"format": "latentgraph/workflow@1", "nodes": {
+        "tiny": {"type": "vae_loader", "inputs": {"vae_name": "taesd"}}}}, outputs=["tiny"]).values["tiny"]["vae"]
+    assert isinstance(tiny, Vae) and tiny.scaling_factor == 1.0 and tiny.source == "taesd"
+    image = torch.rand(1, 32, 40, 3, generator=torch.Generator().manual_seed(8))
+    document = {"format": "latentgraph/workflow@1", "nodes": {
+        "tiny": {"type": "vae_loader", "inputs": {"vae_name": "taesd"}},
+        "encode": {"type": "vae_encode", "inputs": {"vae": {"node": "tiny", "output": "vae"},
+                                                    "image": {"node": "img", "output": "image"}}},
+        "img": {"type": "load_image", "inputs": {"image": "in.png"}}}}
+    from PIL import Image
+
+    Image.fromarray((image[0].numpy() * 255).round().astype("uint8")).save(folders.inputs / "in.png")
+    encoded = sd_executor.run(document, outputs=["encode"]).values["encode"]["latent"].samples
+    loaded = torch.from_numpy(np.asarray(Image.open(folders.inputs / "in.png"), dtype=np.float32) / 255)
+    with torch.no_grad():
+        expected_latent = reference.encode(loaded.permute(2, 0, 1)[None] * 2 - 1).latents
+    assert encoded.shape == (1, 4, 4, 5)
+    assert (encoded - expected_latent).abs().max() < 1e-4

@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,6 +149,59 @@ def _input_for(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.to(device=parameter.device, dtype=parameter.dtype).contiguous(memory_format=torch.channels_last)
 
 
+class TinyAutoencoder(nn.Module):
+    """TAESD's encoder and decoder behind the VAE's interface (`nodes.sd.vae.AutoencoderKL`), so
+    the VAE nodes use it as they use a VAE: fast drafts and encodes, at TAESD's quality.
+
+    Its latents are the U-Net's own (scaling factor 1); `encode` returns a distribution of zero
+    spread (sampling it gives its mean); `config` is the VAE shape the memory estimates read,
+    sized to bound TAESD's (64 channels at every level, three blocks per level)."""
+
+    def __init__(self, decoder: nn.Sequential, encoder: nn.Sequential) -> None:
+        super().__init__()
+        from latentgraph.nodes.sd.vae import VAEConfig
+
+        self.decoder = decoder
+        self.encoder = encoder
+        channels = decoder[1].in_channels
+        if encoder[-1].out_channels != channels:
+            raise CheckpointError(f"the TAESD encoder makes {encoder[-1].out_channels}-channel latents and its "
+                                  f"decoder reads {channels}: they are not a pair")
+        self.config = VAEConfig(ch=CHANNELS, ch_mult=(1, 1, 1, 1), num_res_blocks=3, z_channels=channels,
+                                embed_dim=channels, scaling_factor=1.0)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def encode(self, image: torch.Tensor) -> Any:
+        """image (batch, 3, H, W) in [-1, 1] -> the latent as a distribution of zero spread."""
+        from latentgraph.nodes.sd.vae import LatentDistribution
+
+        mean = tiny_encode(self.encoder, image).to(self.dtype)
+        return LatentDistribution(mean, torch.full_like(mean, float("-inf")))
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent (batch, C, h, w) as sampled -> image (batch, 3, 8h, 8w) in [-1, 1]. The decoder
+        runs compiled inside `compiled_models(True)` (`--compile`), as the VAE's does."""
+        from latentgraph.nodes.sd.compiled import forward_of
+
+        image = forward_of(self.decoder)(_input_for(self.decoder, latent))
+        return (image.float() * 2 - 1).contiguous()
+
+
+def load_tiny_autoencoder(decoder_path: str | os.PathLike, encoder_path: str | os.PathLike,
+                          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                          allow_pickle: bool = False) -> TinyAutoencoder:
+    """A TAESD decoder and encoder pair from their files, as a TinyAutoencoder."""
+    return TinyAutoencoder(read_tiny_autoencoder(decoder_path, "decoder", allow_pickle, device, dtype),
+                           read_tiny_autoencoder(encoder_path, "encoder", allow_pickle, device, dtype))
+
+
 def tiny_decode(decoder: nn.Module, latent: torch.Tensor) -> torch.Tensor:
     """Images [B, 3, 8H, 8W] in [-1, 1] (the VAE's range), float32, from latents [B, C, H, W] as sampled."""
     image = decoder(_input_for(decoder, latent))
@@ -159,5 +213,5 @@ def tiny_encode(encoder: nn.Module, image: torch.Tensor) -> torch.Tensor:
     return encoder(_input_for(encoder, (image + 1) / 2)).float().contiguous()
 
 
-__all__ = ["Block", "SoftClamp", "read_tiny_autoencoder", "tiny_decode", "tiny_decoder", "tiny_encode",
+__all__ = ["Block", "SoftClamp", "TinyAutoencoder", "load_tiny_autoencoder", "read_tiny_autoencoder", "tiny_decode", "tiny_decoder", "tiny_encode",
            "tiny_encoder"]
