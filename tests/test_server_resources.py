@@ -193,7 +193,7 @@ def test_thumbnails_are_small_jpegs_or_webps_made_once(api, server, tmp_path):
 
 def test_models_are_listed_by_kind_and_rescanned_on_every_request(api, tmp_path):
     assert api.get("/api/models").json() == {"kinds": {"checkpoints": [DEMO], "vae": [], "loras": [], "embeddings": [],
-                                                       "controlnet": [], "upscale_models": []}}
+                                                       "controlnet": [], "upscale_models": [], "vae_approx": []}}
     (tmp_path / "models" / "vae").mkdir(parents=True)
     (tmp_path / "models" / "vae" / "a.safetensors").write_bytes(b"12345")
     (tmp_path / "models" / "vae" / "readme.txt").write_text("not a model")
@@ -201,6 +201,9 @@ def test_models_are_listed_by_kind_and_rescanned_on_every_request(api, tmp_path)
     listed = api.get("/api/models/vae").json()
     assert listed["models"] == [{"name": "a.safetensors", "size": 5}] and listed["kind"] == "vae"
     assert api.get("/api/models/unicorns").json()["code"] == "unknown_model_kind"
+    (tmp_path / "models" / "vae_approx").mkdir()
+    (tmp_path / "models" / "vae_approx" / "taesd_decoder.pth").write_bytes(b"123")
+    assert api.get("/api/models/vae_approx").json()["models"] == [{"name": "taesd_decoder.pth", "size": 3}]
 
 
 # --- saved workflows -----------------------------------------------------------------------------
