@@ -119,6 +119,12 @@ def test_files_that_are_not_taesd_say_what_is_wrong(tmp_path):
                                               r"19\.weight is missing; 4\.conv\.2\.weight has shape \[64, 64, 1, 1\], "
                                               r"a TAESD decoder has \[64, 64, 3, 3\]$"):
         read_tiny_autoencoder(tmp_path / "broken.safetensors")
+    _, encoder_path = write_taesd(tmp_path / "encoder")
+    state = load_file(encoder_path)
+    del state["14.weight"]
+    save_file(state, tmp_path / "no_end.safetensors")
+    with pytest.raises(CheckpointError, match=r"no_end\.safetensors is not a complete TAESD encoder: 14\.weight is missing"):
+        read_tiny_autoencoder(tmp_path / "no_end.safetensors", "encoder")
     with pytest.raises(ValueError, match="part must be 'decoder' or 'encoder'"):
         read_tiny_autoencoder(decoder_path, "middle")
 

@@ -124,11 +124,13 @@ def read_tiny_autoencoder(path: str | os.PathLike, part: str = "decoder", allow_
         if keys is None:
             raise CheckpointError(f"{path.name} is not a TAESD {part} (no {part} weights in the original or "
                                   "diffusers AutoencoderTiny layout)")
-        first = source.shapes[keys["1.weight" if part == "decoder" else "0.weight"]]
-        latent_channels = first[1] if part == "decoder" else None
-        if part == "encoder":
-            last = max(int(key.split(".")[0]) for key in keys)
-            latent_channels = source.shapes[keys[f"{last}.weight"]][0]
+        # The latent side's convolution: the decoder's first, the encoder's last (index 14).
+        end = "1.weight" if part == "decoder" else f"{len(tiny_encoder()) - 1}.weight"
+        shape = source.shapes.get(keys.get(end, ""), ())
+        if len(shape) != 4:
+            raise CheckpointError(f"{path.name} is not a complete TAESD {part}: "
+                                  + (f"{keys[end]} has shape {list(shape)}" if end in keys else f"{end} is missing"))
+        latent_channels = shape[1] if part == "decoder" else shape[0]
         module = (tiny_decoder if part == "decoder" else tiny_encoder)(int(latent_channels))
         expected = module.state_dict()
         problems = [f"{key} is missing" for key in expected if key not in keys]
