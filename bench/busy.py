@@ -7,7 +7,7 @@ Each row is a fresh process (OpenMP reads its settings when torch loads) that lo
 demo model through the graph (workflows/txt2img.json, 64x64), starts the CPU-load monitor and
 gives it 1.5 s of history (as a server that has been up a while has), makes one image to warm up,
 then `--runs` images changing only the seed (sampler, decode and PNG save run; a listener
-subscribed, as the CLI and the server have, so step previews are made); the median and the best
+subscribed, as the server has, so step previews are made); the median and the best
 are printed. The busy processes are Python loops (`while True: pass`), started before the row and
 stopped after it.
 

@@ -136,7 +136,7 @@ def main() -> int:
     with demo_folders(checkpoint) as folders:
         for precision in dict.fromkeys(wanted + with_diffusers):
             events = EventBus()
-            events.subscribe(lambda event: None)  # as the CLI and the server listen: step previews get made
+            events.subscribe(lambda event: None)  # as the server listens: step previews get made
             executor = Executor(registry, OutputCache(1 << 30),
                                 services=Services(folders=folders, device=device, precision=precision),
                                 events=events)
@@ -183,11 +183,13 @@ def main() -> int:
                 if cuda and precision == "fp16":  # what a preview at every step costs (the old default)
                     from latentgraph.nodes import previews
 
-                    kept, previews.ASYNC_PREVIEW_INTERVAL = previews.ASYNC_PREVIEW_INTERVAL, 0.0
+                    # No interval and no share limit: a preview after every step.
+                    kept = previews.ASYNC_PREVIEW_INTERVAL, previews.PREVIEW_SHARE
+                    previews.ASYNC_PREVIEW_INTERVAL, previews.PREVIEW_SHARE = 0.0, 1.0
                     try:
                         measure("ours, a preview every step", ours)
                     finally:
-                        previews.ASYNC_PREVIEW_INTERVAL = kept
+                        previews.ASYNC_PREVIEW_INTERVAL, previews.PREVIEW_SHARE = kept
                 if args.compile:  # `latentgraph serve --compile`: its load + first image includes the compiles
                     compiled_executor = Executor(registry, OutputCache(1 << 30), events=events, services=Services(
                         folders=folders, device=device, precision=precision, compile=True))

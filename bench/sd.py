@@ -381,7 +381,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
             link.symlink_to(spec["checkpoint"])
     folders = Folders(models=work / "models", inputs=work / "input", outputs=work / "output", temp=work / "temp")
     events = EventBus()
-    events.subscribe(lambda event: None)  # as the CLI and the server listen: previews get published
+    events.subscribe(lambda event: None)  # as the server listens: previews get published
     # The CLI's and the server's default output-cache budget (--cache-size 4GiB).
     services = Services(folders=folders, device="cpu", precision="fp32")
     executor = Executor(registry, OutputCache(4 << 30), services=services, events=events)

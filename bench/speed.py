@@ -126,7 +126,7 @@ def measure_variant(spec: dict[str, Any]) -> dict[str, Any]:
             link.symlink_to(spec["checkpoint"])
         folders = Folders(models=work / "models", inputs=work / "input", outputs=out, temp=work / "temp")
         events = EventBus()
-        events.subscribe(lambda event: None)  # as the CLI and the server listen: previews are made
+        events.subscribe(lambda event: None)  # as the server listens: step previews are made (latent2rgb here)
         services = Services(folders=folders, device="cpu", precision=precision, compile=compiled)
         executor = Executor(registry, OutputCache(4 << 30), services=services, events=events)
         compiles: list[dict[str, Any]] = []
