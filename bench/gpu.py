@@ -1,7 +1,7 @@
 """Stable Diffusion on a CUDA GPU: the default workflow through our graph against diffusers'
 StableDiffusionPipeline, on the same weights, in the same run.
 
-    python bench/gpu.py [--size 512] [--steps 20] [--runs 3] [--weights-dir DIR]
+    python bench/gpu.py [--family sd1|sdxl] [--size 512] [--steps 20] [--runs 3] [--weights-dir DIR]
                         [--precisions fp32,fp16,bf16] [--diffusers fp16,bf16] [--compile]
 
 Needs a CUDA device (exits with a message otherwise). An SD1.5-size checkpoint with seeded random
@@ -15,6 +15,11 @@ For each precision in --diffusers, diffusers' UNet2DConditionModel and Autoencod
 from the very tensors our loader placed on the GPU (diffusers' own single-file converters; no
 copy) and StableDiffusionPipeline runs the same prompt embeddings, sampler (DPM++ 2M Karras, as
 DPMSolverMultistepScheduler) and cfg, saving its PNG too; diffusers' default attention (SDPA).
+
+--family sdxl does the same for SDXL base: bench/sd.py's SDXL-size checkpoint (U-Net 2.6B, CLIP-L
+and bigG; 6.5 GB fp16, built once), workflows/sdxl_txt2img.json at 1024x1024 unless --size says
+otherwise (its size conditioning set to the image's), against StableDiffusionXLPipeline given
+our prompt embeddings, pooled vectors and sizes (original = target = the image, no crop).
 
 With --compile, a row "ours, --compile" runs the same workflow with the services `latentgraph serve
 --compile` makes (U-Net and VAE decoder compiled by inductor; its first image pays the compiles).
@@ -82,7 +87,10 @@ def best_of(torch: Any, device: str, fn: Callable[[], Any], repeat: int, warmup:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench/gpu.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--family", choices=["sd1", "sdxl"], default="sd1",
+                        help="sd1: the SD1.5-size model and workflows/txt2img.json; sdxl: SDXL base size and "
+                             "workflows/sdxl_txt2img.json against StableDiffusionXLPipeline")
+    parser.add_argument("--size", type=int, help="image side (default 512, 1024 for sdxl)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--weights-dir", type=Path)
@@ -109,21 +117,24 @@ def main() -> int:
     warnings.simplefilter("ignore")
     import latentgraph.nodes.library  # noqa: F401  (registers the built-in nodes)
     from latentgraph.engine import EventBus, Executor, OutputCache, registry
-    from latentgraph.nodes.sd.families import SD1
+    from latentgraph.nodes.sd.families.sdxl import SIZE_EMBEDDING
     from latentgraph.nodes.sd.tokenizer import get_tokenizer
+    from latentgraph.nodes.sd.unet import timestep_embedding
     from latentgraph.nodes.services import Services
-    from latentgraph.training.evaluate import demo_folders, load_workflow, with_inputs
+    from latentgraph.training.evaluate import DEMO_NAME, demo_folders, load_workflow, with_inputs
     from PIL import Image
-    from sd import SD15_FILE, build_sd15_checkpoint, diffusers_modules
+    from sd import SD15_FILE, SDXL_FILE, build_sd15_checkpoint, build_sdxl_checkpoint, diffusers_modules
 
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     weights_dir = args.weights_dir or Path(tempfile.mkdtemp(prefix="latentgraph-gpu-bench-"))
     weights_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.checkpoint or weights_dir / SD15_FILE
+    sdxl = args.family == "sdxl"
+    size = args.size or (1024 if sdxl else 512)
+    checkpoint = args.checkpoint or weights_dir / (SDXL_FILE if sdxl else SD15_FILE)
     if not checkpoint.exists():
-        build_sd15_checkpoint(checkpoint)
+        (build_sdxl_checkpoint if sdxl else build_sd15_checkpoint)(checkpoint)
 
-    workflow = load_workflow()
+    workflow = load_workflow(ROOT / "workflows" / "sdxl_txt2img.json") if sdxl else load_workflow()
     cfg = workflow["nodes"]["sampler"]["inputs"]["cfg"]
     wanted = [p for p in args.precisions.split(",") if p]
     with_diffusers = [p for p in args.diffusers.split(",") if p]
@@ -132,7 +143,7 @@ def main() -> int:
     peaks = {name: matmul_peak(torch, dtypes[name], device, 8192 if cuda else 512) for name in ("fp16", "bf16", "fp32")
              if name in set(wanted) | set(with_diffusers)}
     reference = None
-    latent_side = args.size // 8
+    latent_side = size // 8
     with demo_folders(checkpoint) as folders:
         for precision in dict.fromkeys(wanted + with_diffusers):
             events = EventBus()
@@ -142,8 +153,12 @@ def main() -> int:
                                 events=events)
 
             def document(seed: int) -> dict[str, Any]:
-                return with_inputs(workflow, {"sampler.seed": seed, "sampler.steps": args.steps,
-                                              "latent.width": args.size, "latent.height": args.size})
+                settings = {"sampler.seed": seed, "sampler.steps": args.steps, "latent.width": size,
+                            "latent.height": size, "checkpoint.checkpoint": DEMO_NAME}
+                if sdxl:  # the size conditioning says the image's size: original = target, no crop
+                    settings |= {f"size.{name}": size for name in
+                                 ("original_width", "original_height", "target_width", "target_height")}
+                return with_inputs(workflow, settings)
 
             def ours(seed: int, executor: Executor = executor) -> np.ndarray:
                 sync(torch, device)
@@ -203,9 +218,10 @@ def main() -> int:
                 continue
 
             # diffusers on the very tensors our loader placed (loaded by the graph, prompts cached).
-            from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+            from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-            loaded = executor.run(document(1), outputs=["checkpoint", "positive", "negative"])
+            prompt = "size" if sdxl else "positive"  # SDXL's positive prompt goes through its size conditioning
+            loaded = executor.run(document(1), outputs=["checkpoint", prompt, "negative"])
             assert loaded.ok, loaded.errors
             handles = loaded.values
             model, vae = handles["checkpoint"]["model"], handles["checkpoint"]["vae"]
@@ -215,32 +231,47 @@ def main() -> int:
             for parameter in unet.parameters():  # the weights' dtype (a few small ones may be kept in fp32)
                 counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
             dtype = max(counts, key=counts.get)
-            schedule = SD1.schedule
+            schedule = model.spec.schedule
             scheduler = DPMSolverMultistepScheduler(
                 num_train_timesteps=schedule.timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
                 beta_schedule=schedule.beta_schedule, algorithm_type="dpmsolver++", solver_order=2,
                 use_karras_sigmas=True, final_sigmas_type="zero")
             # The pipeline casts given embeddings to its text encoder's dtype: where ours differs from
             # the U-Net's (the CPU's bf16 placement) it gets none, and works in the U-Net's dtype.
-            text_encoder = handles["checkpoint"]["clip"].model
-            same = next(text_encoder.parameters()).dtype == dtype
-            pipeline = StableDiffusionPipeline(
-                vae=reference_vae, text_encoder=text_encoder if same else None, tokenizer=get_tokenizer() if same else None,
-                unet=reference_unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                requires_safety_checker=False)
+            clip = handles["checkpoint"]["clip"]
+            positive = handles[prompt]["conditioning"].entries[0]
+            negative = handles["negative"]["conditioning"].entries[0]
+            embeds = {"prompt_embeds": positive.embedding.to(device, dtype),
+                      "negative_prompt_embeds": negative.embedding.to(device, dtype)}
+            if sdxl:
+                same = next(clip.encoders["clip_g"].parameters()).dtype == dtype
+                encoders = ({"text_encoder": clip.encoders["clip_l"], "text_encoder_2": clip.encoders["clip_g"],
+                             "tokenizer": get_tokenizer(), "tokenizer_2": get_tokenizer()} if same else
+                            dict.fromkeys(("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")))
+                pipeline = StableDiffusionXLPipeline(vae=reference_vae, unet=reference_unet, scheduler=scheduler,
+                                                     force_zeros_for_empty_prompt=True, add_watermarker=False,
+                                                     **encoders)
+                embeds |= {"pooled_prompt_embeds": positive.pooled.to(device, dtype),
+                           "negative_pooled_prompt_embeds": negative.pooled.to(device, dtype),
+                           "original_size": (size, size), "target_size": (size, size)}
+            else:
+                text_encoder = clip.model
+                same = next(text_encoder.parameters()).dtype == dtype
+                pipeline = StableDiffusionPipeline(
+                    vae=reference_vae, text_encoder=text_encoder if same else None,
+                    tokenizer=get_tokenizer() if same else None, unet=reference_unet, scheduler=scheduler,
+                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
             vae_dtype = next(reference_vae.parameters()).dtype
             pipeline.set_progress_bar_config(disable=True)
-            positive = handles["positive"]["conditioning"].entries[0].embedding.to(device, dtype)
-            negative = handles["negative"]["conditioning"].entries[0].embedding.to(device, dtype)
             out = folders.outputs / "diffusers"
             out.mkdir(parents=True, exist_ok=True)
 
             def theirs(seed: int) -> np.ndarray:
                 sync(torch, device)
                 with torch.inference_mode():  # its latents decoded by its VAE in the VAE's dtype, as ours are
-                    latents = pipeline(prompt_embeds=positive, negative_prompt_embeds=negative, height=args.size,
-                                       width=args.size, num_inference_steps=args.steps, guidance_scale=cfg,
-                                       generator=torch.Generator(device).manual_seed(seed), output_type="latent").images
+                    latents = pipeline(**embeds, height=size, width=size, num_inference_steps=args.steps,
+                                       guidance_scale=cfg, generator=torch.Generator(device).manual_seed(seed),
+                                       output_type="latent").images
                     decoded = reference_vae.decode(latents.to(vae_dtype) / reference_vae.config.scaling_factor).sample
                     image = pipeline.image_processor.postprocess(decoded.float(), output_type="pil")[0]
                 image.save(out / f"diffusers_{seed:05}.png", compress_level=4)
@@ -256,20 +287,30 @@ def main() -> int:
             x = torch.randn(2, 4, latent_side, latent_side, generator=generator, device=device, dtype=dtype)
             t = torch.tensor([500.0, 500.0], device=device)
             context = torch.randn(2, 77, unet.config.context_dim, generator=generator, device=device, dtype=dtype)
+            ours_extra: dict[str, Any] = {}
+            theirs_extra: dict[str, Any] = {}
+            if sdxl:  # y: the pooled text and the six size numbers, embedded as the family builds it
+                pooled = torch.randn(2, unet.config.adm_in_channels - 6 * SIZE_EMBEDDING, generator=generator,
+                                     device=device)
+                time_ids = torch.tensor([[size, size, 0, 0, size, size]] * 2, dtype=torch.float32, device=device)
+                embedded = timestep_embedding(time_ids.flatten(), SIZE_EMBEDDING).reshape(2, -1)
+                ours_extra["y"] = torch.cat([pooled, embedded], dim=1).to(dtype)
+                theirs_extra["added_cond_kwargs"] = {"text_embeds": pooled.to(dtype), "time_ids": time_ids}
             with torch.inference_mode():
                 counter = FlopCounterMode(display=False)
                 with counter:
-                    unet(x, t, context)
+                    unet(x, t, context, **ours_extra)
                 flops = counter.get_total_flops()
-                cases = {"ours": lambda: unet(x, t, context),
-                         "diffusers": lambda: reference_unet(x, t, encoder_hidden_states=context).sample}
+                cases = {"ours": lambda: unet(x, t, context, **ours_extra),
+                         "diffusers": lambda: reference_unet(x, t, encoder_hidden_states=context,
+                                                             **theirs_extra).sample}
                 if args.compile:
                     started = time.perf_counter()
                     try:
                         compiled = torch.compile(unet)
-                        compiled(x, t, context)
+                        compiled(x, t, context, **ours_extra)
                         sync(torch, device)
-                        cases["ours, compiled"] = lambda: compiled(x, t, context)
+                        cases["ours, compiled"] = lambda: compiled(x, t, context, **ours_extra)
                         print(f"  compiled the U-Net ({precision}) in {time.perf_counter() - started:.0f} s", flush=True)
                     except Exception as exc:  # reported, not fatal: the eager rows stand
                         print(f"  torch.compile failed ({precision}): {type(exc).__name__}: {exc}", flush=True)
@@ -286,8 +327,8 @@ def main() -> int:
     name = torch.cuda.get_device_name() if cuda else "CPU"
     import diffusers
 
-    model_name = checkpoint.name if args.checkpoint else "SD1.5-size random weights"
-    print(f"\n{name}, torch {torch.__version__}, diffusers {diffusers.__version__}; {model_name}, {args.size}x{args.size}, "
+    model_name = checkpoint.name if args.checkpoint else f"{'SDXL' if sdxl else 'SD1.5'}-size random weights"
+    print(f"\n{name}, torch {torch.__version__}, diffusers {diffusers.__version__}; {model_name}, {size}x{size}, "
           f"{args.steps} steps DPM++ 2M Karras, cfg {cfg}\n")
     print("| who | precision | load + first image | txt2img | per step | vs diffusers, same precision | peak GPU memory | image vs our fp32 |")
     print("|---|---|---|---|---|---|---|---|")
