@@ -292,6 +292,44 @@ def test_a_checkpoint_with_a_vae_of_its_own_keeps_latent2rgb_previews(tmp_path, 
     assert model.spec.name == "sd1" and model.spec.latent.taesd == "" and model.spec.latent.scaling_factor != 0.18215
     assert [p.size for p in seen] == [(8, 8)] * 3
 
+    # Its preview colours are fitted to its own VAE: SD1.x's map (another VAE's) is far off there.
+    from latentgraph.nodes.sd.spec import latent_rgb
+
+    assert model.spec.latent.rgb_factors != SD1.latent.rgb_factors
+    vae = executor.run(load("txt2img.json"), outputs=["checkpoint"]).values["checkpoint"]["vae"].model
+    for text in ("a red circle on a blue background, top left", "a green square on a white background, bottom right"):
+        latent = executor.run(load("txt2img.json", **{"positive.text": text}), outputs=["sampler"]).values[
+            "sampler"]["latent"].samples
+        with torch.no_grad():
+            shown = torch.nn.functional.avg_pool2d(vae.decode(latent / vae.config.scaling_factor).clamp(-1, 1), 8)
+        shown = shown[0].permute(1, 2, 0)
+        fitted = (latent_rgb(latent[0], model.spec.latent).clamp(-1, 1) - shown).abs().mean()
+        family = (latent_rgb(latent[0], SD1.latent).clamp(-1, 1) - shown).abs().mean()
+        assert fitted < 0.4 and fitted < 0.6 * family, (text, fitted, family)
+
+
+def test_preview_colours_are_fitted_by_least_squares_to_what_the_vae_encodes():
+    """A stand-in VAE whose latent is a known affine map of each 8x8 block's colour: the fitted
+    preview map inverts it exactly."""
+    from latentgraph.nodes.sd.vae import LatentDistribution, VAEConfig, fit_preview_colours
+
+    mixing = torch.tensor([[0.5, -0.2, 0.1], [0.3, 0.4, -0.6], [-0.1, 0.2, 0.9], [0.7, 0.1, 0.2]])
+    offset = torch.tensor([0.1, -0.3, 0.2, 0.05])
+
+    class BlockColourVae(torch.nn.Module):
+        config = VAEConfig(scaling_factor=2.0)
+
+        def encode(self, image):
+            blocks = torch.nn.functional.avg_pool2d(image, 8)
+            mean = torch.einsum("rc,bchw->brhw", mixing, blocks) + offset[None, :, None, None]
+            return LatentDistribution(mean / 2.0, torch.zeros_like(mean))  # times the scaling factor: `mean`
+
+    factors, bias = fit_preview_colours(BlockColourVae())
+    colours = torch.rand(5, 3, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    latents = colours @ mixing.T + offset
+    recovered = latents @ torch.tensor(factors) + torch.tensor(bias)
+    assert (recovered - colours).abs().max() < 1e-3
+
 
 # ---------------------------------------------------------------------------------------------
 # TAESD as the VAE (ComfyUI's "taesd" / "taesdxl" VAE choices)

@@ -45,7 +45,7 @@ from latentgraph.nodes.sd.layout import (
 from latentgraph.nodes.sd.open_clip import Source
 from latentgraph.nodes.sd.spec import FamilySpec, TextEncoderSpec
 from latentgraph.nodes.sd.unet import UNetModel
-from latentgraph.nodes.sd.vae import AutoencoderKL
+from latentgraph.nodes.sd.vae import AutoencoderKL, fit_preview_colours
 
 __all__ = [
     "CheckpointError",
@@ -386,6 +386,10 @@ def load_checkpoint(
         _check_and_fill(parts, source, device, dtypes, memory_fraction)
         for model in text_encoders.values():
             clip.finish_text_encoder(model, device)
+        if family.own_latent_space:  # the family's preview colours are another VAE's: fit this one's
+            factors, bias = fit_preview_colours(vae)
+            latent = replace(family.spec.latent, rgb_factors=factors, rgb_bias=bias)
+            family = replace(family, spec=replace(family.spec, latent=latent))
         metadata = dict(source.metadata)
         if source.safetensors is not None:  # LoRAs patch these; their base weights are read back from the file
             for part in parts:

@@ -52,6 +52,9 @@ class ModelFamily:
     prediction_type: "epsilon" or "v_prediction"; prediction_source says who decided it ("the
     caller", "the file's v_pred key", "the weights", "the family's default").
     zero_terminal_snr: the file marks itself as trained with a zero-terminal-SNR schedule (`ztsnr`).
+    own_latent_space: the file's VAE scales its latents otherwise than the family's (its metadata
+        says so, as our demo model's does): a VAE of its own, whose preview colours the family's
+        map does not know (the loader fits them: `vae.fit_preview_colours`).
     """
 
     spec: FamilySpec
@@ -61,6 +64,7 @@ class ModelFamily:
     prediction_type: str
     prediction_source: str = "the family's default"
     zero_terminal_snr: bool = False
+    own_latent_space: bool = False
 
     @property
     def name(self) -> str:
@@ -146,12 +150,13 @@ def detect_family(
 
     prediction_type, prediction_source = _prediction(spec, shapes, prediction_type, read)
     scaling_factor = scaling_factor_from_metadata(metadata, source)
-    if scaling_factor is not None and scaling_factor != spec.latent.scaling_factor:
+    own_latent_space = scaling_factor is not None and scaling_factor != spec.latent.scaling_factor
+    if own_latent_space:
         # A VAE of its own (as our demo model's): the family's TAESD preview decoder does not know its latents.
         spec = replace(spec, latent=replace(spec.latent, scaling_factor=scaling_factor, taesd=""))
     vae = replace(infer_vae_config(shapes), scaling_factor=scaling_factor or spec.latent.scaling_factor)
     return ModelFamily(spec, unet, vae, text_encoders, prediction_type, prediction_source,
-                       zero_terminal_snr=ZERO_TERMINAL_SNR_KEY in shapes)
+                       zero_terminal_snr=ZERO_TERMINAL_SNR_KEY in shapes, own_latent_space=own_latent_space)
 
 
 def _check_unet_channels(spec: FamilySpec, unet: UNetConfig, source: str) -> None:
