@@ -78,7 +78,7 @@ def _taesd_previewer(services: Any, model: Any) -> Callable[[Any], Any] | None:
     from latentgraph.nodes.sd.taesd import read_tiny_autoencoder
 
     placement = services.placement
-    device = getattr(model.unet, "device", None) or placement.device
+    device = getattr(model, "device", None) or placement.device  # the U-Net's (a DiffusionModel handle)
     key = ("taesd_decoder", *file_identity(path).values(), str(device), str(placement.vae_dtype))
     try:
         decoder = services.models.get_or_load(key, lambda: read_tiny_autoencoder(

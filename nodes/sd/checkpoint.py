@@ -386,15 +386,16 @@ def load_checkpoint(
         _check_and_fill(parts, source, device, dtypes, memory_fraction)
         for model in text_encoders.values():
             clip.finish_text_encoder(model, device)
-        if family.own_latent_space:  # the family's preview colours are another VAE's: fit this one's
-            factors, bias = fit_preview_colours(vae)
-            latent = replace(family.spec.latent, rgb_factors=factors, rgb_bias=bias)
-            family = replace(family, spec=replace(family.spec, latent=latent))
         metadata = dict(source.metadata)
         if source.safetensors is not None:  # LoRAs patch these; their base weights are read back from the file
             for part in parts:
                 if part.module is not vae:
                     _register_file_weights(part, source.safetensors)
+
+    if family.own_latent_space:  # the family's preview colours are another VAE's: fit this one's
+        factors, bias = fit_preview_colours(vae)
+        latent = replace(family.spec.latent, rgb_factors=factors, rgb_bias=bias)
+        family = replace(family, spec=replace(family.spec, latent=latent))
 
     return LoadedCheckpoint(unet, vae, text_encoders, family, path, metadata)
 

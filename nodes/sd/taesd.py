@@ -37,7 +37,6 @@ from torch import nn
 from latentgraph.nodes.sd.checkpoint import CheckpointError, open_tensor_file
 
 CHANNELS = 64
-SCALE = 8  # image pixels per latent pixel, each way
 
 
 def _conv(n_in: int, n_out: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
